@@ -1,0 +1,1 @@
+"""Command-line interface: `fuse4seg <command> ...` (see `fuse4seg --help`)."""

@@ -1,0 +1,83 @@
+"""Entry point of the ``fuse4seg`` console script.
+
+Each command lives in its own module ``fuse4seg.cli.<module>`` that defines
+
+    HELP: str                                   one-line description
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int        exit code
+
+Only the module of the command being run is imported, so a slow import (torch, MONAI)
+is paid only by the commands that need it. User errors (:class:`Fuse4SegError`) print one
+line ``error: ...`` on stderr and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from fuse4seg import __version__
+from fuse4seg.errors import Fuse4SegError
+
+__all__ = ["COMMANDS", "main", "build_parser"]
+
+#: command name -> (module under fuse4seg.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "phantom": ("phantom", "write a synthetic BraTS-like NIfTI dataset"),
+    "prepare": ("prepare", "normalise BraTS cases into a training store"),
+    "train": ("train", "train Fuse4Seg (bi-level) or a baseline"),
+    "predict": ("predict", "segment and fuse BraTS volumes into NIfTI"),
+    "fuse": ("fuse", "fuse image pairs (PNG/TIFF/NIfTI; colour PET/SPECT)"),
+    "evaluate-fusion": ("evaluate_fusion", "score fused images (EN, SD, ..., PSNR)"),
+    "evaluate-seg": ("evaluate_seg", "score NIfTI segmentations (Dice, IoU, HD95)"),
+    "benchmark": ("benchmark", "reproduce the papers' comparison tables"),
+    "export": ("export", "export BraTS-Fuse PNGs or an nnU-Net raw dataset"),
+    "demo": ("demo", "phantom -> prepare -> train -> evaluate -> report.html"),
+}
+
+
+def _load(command: str):
+    module_name, _ = COMMANDS[command]
+    return importlib.import_module(f"fuse4seg.cli.{module_name}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Top-level parser; only ``command``'s sub-parser gets its full arguments."""
+    parser = argparse.ArgumentParser(
+        prog="fuse4seg",
+        description="Task-driven multi-modal medical image fusion and segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"fuse4seg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _load(name).add_arguments(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error / partial failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except Fuse4SegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
