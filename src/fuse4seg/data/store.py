@@ -1,0 +1,135 @@
+"""The prepared store written by ``fuse4seg prepare`` and its reader :class:`PreparedStore`.
+
+Layout::
+
+    PREP_DIR/manifest.json                      written last (its presence = store complete)
+    PREP_DIR/cases/<case_id>/image.npy          (D, M, H, W) float16, intensities in [0, 1]
+    PREP_DIR/cases/<case_id>/label.npy          (D, H, W) uint8 canonical labels 0..3
+
+``D`` runs over the kept axial slices ``z0 .. z1-1`` (the brain's contiguous z-range), ``M``
+over the store's modalities, and ``(H, W)`` are the NIfTI ``(X, Y)`` axes after in-plane
+scaling and centre crop/pad: ``image[d, m, i, j] = norm(vol_m)[s(i + oh), s(j + ow), z0 + d]``
+with ``(oh, ow)`` the recorded ``crop_offset`` (negative = zero padding) and ``s`` the
+in-plane scaling. Arrays are opened with ``np.load(mmap_mode="r")``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fuse4seg.data.splits import SPLITS
+from fuse4seg.errors import InputError
+
+__all__ = ["STORE_FORMAT", "STORE_VERSION", "MANIFEST_NAME", "PreparedStore", "case_dir"]
+
+STORE_FORMAT = "fuse4seg-store"
+STORE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def case_dir(prep_dir: str | Path, case_id: str) -> Path:
+    """Folder of ``case_id``'s arrays in a store."""
+    return Path(prep_dir) / "cases" / case_id
+
+
+class PreparedStore:
+    """Read access to a prepared store (memory-mapped, safe to pickle into DataLoader workers).
+
+    Args:
+        prep_dir: the folder written by ``fuse4seg prepare``.
+
+    Raises:
+        InputError: no/invalid ``manifest.json`` or an unsupported store version.
+    """
+
+    def __init__(self, prep_dir: str | Path) -> None:
+        self.root = Path(prep_dir)
+        path = self.root / MANIFEST_NAME
+        if not self.root.is_dir():
+            raise InputError(self.root, "prepared store folder does not exist")
+        if not path.is_file():
+            raise InputError(path, "missing: not a prepared store (run `fuse4seg prepare`)")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"invalid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+            raise InputError(path, f"not a {STORE_FORMAT} manifest")
+        if manifest.get("format_version") != STORE_VERSION:
+            raise InputError(
+                path, f"store version {manifest.get('format_version')} (expected {STORE_VERSION})"
+            )
+        self.manifest: dict[str, Any] = manifest
+        self._cases: dict[str, dict[str, Any]] = {c["id"]: c for c in manifest["cases"]}
+        self._mmaps: dict[tuple[str, str], np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_mmaps"] = {}  # re-open memory maps lazily in each process
+        return state
+
+    def __repr__(self) -> str:
+        return f"PreparedStore({str(self.root)!r}, cases={len(self._cases)})"
+
+    @property
+    def modalities(self) -> list[str]:
+        """Canonical modality names, in channel order ``M``."""
+        return list(self.manifest["modalities"])
+
+    @property
+    def size(self) -> int:
+        """In-plane side ``H = W`` of the stored slices."""
+        return int(self.manifest["size"])
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        """``{"train": [...], "val": [...], "test": [...]}`` (patient-level)."""
+        return {k: list(v) for k, v in self.manifest["splits"].items()}
+
+    def case_ids(self, split: str | None = None) -> list[str]:
+        """Case ids of ``split`` (``"train"``, ``"val"``, ``"test"``) or all (None)."""
+        if split is None:
+            return sorted(self._cases)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS} or None")
+        return list(self.manifest["splits"].get(split, []))
+
+    def case_info(self, case_id: str) -> dict[str, Any]:
+        """The manifest entry of ``case_id``."""
+        try:
+            return self._cases[case_id]
+        except KeyError:
+            raise KeyError(f"case {case_id!r} is not in the store {self.root}") from None
+
+    def num_slices(self, case_id: str) -> int:
+        """Number of stored axial slices ``D`` of ``case_id``."""
+        return int(self.case_info(case_id)["num_slices"])
+
+    def tumour_slices(self, case_id: str) -> list[int]:
+        """Store slice indices (0..D-1) of ``case_id`` that contain tumour (any label > 0)."""
+        return list(self.case_info(case_id)["tumour_slices"])
+
+    def _open(self, case_id: str, name: str) -> np.ndarray:
+        key = (case_id, name)
+        arr = self._mmaps.get(key)
+        if arr is None:
+            self.case_info(case_id)
+            path = case_dir(self.root, case_id) / f"{name}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise InputError(path, f"cannot open store array ({exc})") from None
+            self._mmaps[key] = arr
+        return arr
+
+    def image(self, case_id: str) -> np.ndarray:
+        """Memory-mapped ``(D, M, H, W)`` float16 intensities in [0, 1]."""
+        return self._open(case_id, "image")
+
+    def label(self, case_id: str) -> np.ndarray:
+        """Memory-mapped ``(D, H, W)`` uint8 canonical labels (0 bg, 1 NCR, 2 ED, 3 ET)."""
+        return self._open(case_id, "label")
