@@ -1,0 +1,30 @@
+"""Losses of Fuse4Seg and RMR-Fusion: Dice+CE, L_decomp, L_grad, L_recon, SSIM, TV, Sobel.
+
+All accept 2D ``(B, C, H, W)`` and, where meaningful, 3D ``(B, C, D, H, W)`` tensors.
+"""
+
+from __future__ import annotations
+
+from .fusion import (
+    correlation_coefficient,
+    decomposition_loss,
+    gradient_loss,
+    reconstruction_loss,
+)
+from .gradients import sobel_gradients, sobel_magnitude, total_variation
+from .segmentation import DiceCELoss, soft_dice_loss
+from .ssim import SSIMLoss, ssim
+
+__all__ = [
+    "DiceCELoss",
+    "SSIMLoss",
+    "correlation_coefficient",
+    "decomposition_loss",
+    "gradient_loss",
+    "reconstruction_loss",
+    "sobel_gradients",
+    "sobel_magnitude",
+    "soft_dice_loss",
+    "ssim",
+    "total_variation",
+]

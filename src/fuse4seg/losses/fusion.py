@@ -1,0 +1,122 @@
+"""Fusion-leader regularisers of Fuse4Seg (spec sec. 3.5.2), generalised to M modalities.
+
+* :func:`decomposition_loss` — ``L_decomp = CC(F_high^i, F_high^j)^2 / (1.01 + CC(F_low^i,
+  F_low^j))``, averaged over all modality pairs ``i < j``.
+* :func:`gradient_loss` — ``L_grad = mean | |Sobel x_f| - max_m |Sobel x_m| |`` (L1).
+* :func:`reconstruction_loss` — ``L_recon = mean (x_f - mean_m x_m)^2`` (MSE anchor).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from .gradients import sobel_magnitude
+
+__all__ = [
+    "correlation_coefficient",
+    "decomposition_loss",
+    "gradient_loss",
+    "reconstruction_loss",
+]
+
+
+def correlation_coefficient(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation per (sample, channel) over the spatial axes, clamped to [-1, 1]
+    and averaged (the CDDFuse convention).
+
+    Args:
+        a, b: ``(B, C, *S)`` with the same shape.
+
+    Returns:
+        Scalar tensor in [-1, 1].
+    """
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.ndim < 3:
+        raise ValueError(f"a must be (B, C, *S) with spatial axes, got shape {tuple(a.shape)}")
+    a = a.flatten(2)  # (B, C, N)
+    b = b.flatten(2)
+    a = a - a.mean(dim=2, keepdim=True)
+    b = b - b.mean(dim=2, keepdim=True)
+    num = (a * b).sum(dim=2)
+    den = torch.sqrt(a.pow(2).sum(dim=2)) * torch.sqrt(b.pow(2).sum(dim=2)) + eps
+    return (num / den).clamp(-1.0, 1.0).mean()
+
+
+def decomposition_loss(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Correlation-driven decomposition loss averaged over modality pairs.
+
+    Args:
+        low: low-frequency features ``(B, M, C, *S)``.
+        high: high-frequency features ``(B, M, C, *S)``.
+
+    Returns:
+        Scalar tensor. With ``M == 1`` there is no pair and the loss is 0 (still connected
+        to the graph).
+    """
+    if low.ndim < 4 or high.ndim < 4:
+        raise ValueError(
+            f"low and high must be (B, M, C, *S), got {tuple(low.shape)} and {tuple(high.shape)}"
+        )
+    if low.shape[:2] != high.shape[:2]:
+        raise ValueError(
+            f"low and high must share (B, M), got {tuple(low.shape)} and {tuple(high.shape)}"
+        )
+    m = low.shape[1]
+    if m < 2:
+        return (low.sum() + high.sum()) * 0.0
+    terms = []
+    for i, j in itertools.combinations(range(m), 2):
+        cc_high = correlation_coefficient(high[:, i], high[:, j])
+        cc_low = correlation_coefficient(low[:, i], low[:, j])
+        terms.append(cc_high**2 / (1.01 + cc_low))
+    return torch.stack(terms).mean()
+
+
+def _check_fused_sources(fused: torch.Tensor, sources: torch.Tensor) -> None:
+    if fused.ndim not in (4, 5) or fused.shape[1] != 1:
+        raise ValueError(
+            f"fused must be (B, 1, *S) with 2 or 3 spatial axes, got {tuple(fused.shape)}"
+        )
+    if sources.ndim != fused.ndim:
+        raise ValueError(
+            f"sources must be (B, M, *S) like fused, got {tuple(sources.shape)} "
+            f"for fused {tuple(fused.shape)}"
+        )
+    if sources.shape[0] != fused.shape[0] or sources.shape[2:] != fused.shape[2:]:
+        raise ValueError(
+            f"sources {tuple(sources.shape)} and fused {tuple(fused.shape)} differ in batch or size"
+        )
+
+
+def gradient_loss(fused: torch.Tensor, sources: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """``mean | |Sobel fused| - max_m |Sobel source_m| |``; 2D Sobel for 4D inputs, 3D for 5D.
+
+    Args:
+        fused: ``(B, 1, H, W)`` or ``(B, 1, D, H, W)``.
+        sources: ``(B, M, H, W)`` or ``(B, M, D, H, W)``.
+        norm: gradient magnitude norm, see :func:`~fuse4seg.losses.sobel_magnitude`.
+
+    Returns:
+        Scalar tensor.
+    """
+    _check_fused_sources(fused, sources)
+    target = sobel_magnitude(sources, norm=norm).amax(dim=1, keepdim=True)  # (B, 1, *S)
+    return (sobel_magnitude(fused, norm=norm) - target).abs().mean()
+
+
+def reconstruction_loss(fused: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``mean (fused - mean_m source_m)^2``.
+
+    Args:
+        fused: ``(B, 1, *S)``; sources: ``(B, M, *S)``.
+
+    Returns:
+        Scalar tensor.
+    """
+    _check_fused_sources(fused, sources)
+    return (fused - sources.mean(dim=1, keepdim=True)).pow(2).mean()

@@ -1,0 +1,121 @@
+"""Segmentation-follower loss of Fuse4Seg (spec sec. 3.5.1): weighted soft Dice + CE.
+
+``L_Dice = 1 - (1/C) sum_c w_c (2 sum_i p_ci y_ci + eps) / (sum_i p_ci + sum_i y_ci + eps)``
+with ``p = softmax(logits)``, ``y`` one-hot, sums over every pixel of the batch (batch Dice),
+``c`` running over the included classes (background excluded by default). The weights ``w_c``
+are rescaled so that they average to 1 over the included classes, so ``L_Dice`` stays in
+[0, 1]. ``L_CE`` is the (optionally class-weighted) cross-entropy. The total is
+``dice_weight * L_Dice + ce_weight * L_CE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DiceCELoss", "soft_dice_loss"]
+
+
+def soft_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    include_background: bool = False,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Weighted multi-class soft Dice loss.
+
+    Args:
+        probs: class probabilities ``(B, C, *S)``.
+        target: integer labels ``(B, *S)`` in ``[0, C)``.
+        class_weights: ``(C,)`` weights (for all classes, background included); ``None`` = 1.
+        include_background: whether class 0 enters the Dice average.
+        eps: smoothing term in numerator and denominator.
+
+    Returns:
+        Scalar tensor.
+    """
+    num_classes = probs.shape[1]
+    onehot = F.one_hot(target, num_classes).movedim(-1, 1).to(probs.dtype)  # (B, C, *S)
+    dims = [0] + list(range(2, probs.ndim))
+    inter = (probs * onehot).sum(dim=dims)  # (C,)
+    denom = probs.sum(dim=dims) + onehot.sum(dim=dims)  # (C,)
+    dice = (2.0 * inter + eps) / (denom + eps)  # (C,)
+    w = torch.ones(num_classes, dtype=probs.dtype, device=probs.device)
+    if class_weights is not None:
+        w = class_weights.to(probs)
+    start = 0 if include_background else 1
+    dice, w = dice[start:], w[start:]
+    w = w * (w.numel() / w.sum())
+    return 1.0 - (w * dice).mean()
+
+
+class DiceCELoss(nn.Module):
+    """Weighted soft Dice + cross-entropy on logits.
+
+    Args:
+        num_classes: number of classes ``C`` (4 for background, NCR, ED, ET).
+        class_weights: ``C`` non-negative weights used by both Dice (foreground part) and CE;
+            ``None`` = all 1.
+        include_background: include class 0 in the Dice average (default False).
+        dice_weight, ce_weight: weights of the two terms.
+        eps: Dice smoothing term.
+
+    Forward: ``logits (B, C, *S)``, ``target int64 (B, *S)`` -> scalar.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        include_background: bool = False,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            if weights.numel() != num_classes:
+                raise ValueError(
+                    f"class_weights must have {num_classes} entries, got {weights.numel()}"
+                )
+            if (weights < 0).any() or weights[0 if include_background else 1 :].sum() <= 0:
+                raise ValueError(
+                    "class_weights must be non-negative with a positive sum, "
+                    f"got {weights.tolist()}"
+                )
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.num_classes = num_classes
+        self.include_background = include_background
+        self.dice_weight = dice_weight
+        self.ce_weight = ce_weight
+        self.eps = eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits ``(B, C, *S)``, target ``(B, *S)`` int64 -> scalar loss."""
+        if logits.ndim < 3 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must be (B, {self.num_classes}, *S), got {tuple(logits.shape)}"
+            )
+        if target.shape != logits.shape[:1] + logits.shape[2:]:
+            raise ValueError(
+                f"target must be {tuple(logits.shape[:1] + logits.shape[2:])}, "
+                f"got {tuple(target.shape)}"
+            )
+        target = target.long()
+        dice = soft_dice_loss(
+            logits.float().softmax(dim=1),
+            target,
+            self.class_weights,
+            self.include_background,
+            self.eps,
+        )
+        ce = F.cross_entropy(logits.float(), target, weight=self.class_weights)
+        return self.dice_weight * dice + self.ce_weight * ce

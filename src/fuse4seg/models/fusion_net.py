@@ -1,0 +1,161 @@
+"""Fusion leader of Fuse4Seg: a frequency-decoupled fusion network (spec sec. 3.3).
+
+Data flow for ``x (B, M, H, W)`` in [0, 1], with ``L = squeeze_levels``, ``C = dim``::
+
+    pad H, W to a multiple of 2^(L + inn_haar)              (replicate)
+    fold modalities into the batch                          (B*M, 1, H, W)
+    Haar squeeze x L (lossless, orthonormal)                (B*M, 4^L, h, w), h = H / 2^L
+    3x3 conv "overlapping patch embedding"                  (B*M, C, h, w)
+    shared Restormer encoder (MDTA + GDFN) x encoder_blocks (B*M, C, h, w)
+      |-- low branch: (MSA + MLP) x low_blocks    -> low    (B, M, C, h, w)
+      '-- high branch: affine couplings x high_nodes -> high (B, M, C, h, w)  [invertible]
+    H_low  = (MSA + MLP) x fuse_low_blocks on sum_m low_m   (B, C, h, w)
+    H_high = couplings x fuse_high_nodes on sum_m high_m    (B, C, h, w)    [invertible]
+    concat -> 1x1 conv -> Restormer decoder x decoder_blocks -> 3x3 convs -> (B, 4^L, h, w)
+    Haar unsqueeze x L -> crop to H, W                      (B, 1, H, W)
+    per-image min-max normalisation: (y - min) / (max - min + eps), clamped to [0, 1]
+
+The MSA of the low-frequency branch and of H_low is spatial multi-head self-attention in
+which every pixel attends to keys/values pooled to at most ``kv_size x kv_size`` tokens
+(exact full attention with ``kv_size=None``); the Restormer blocks use channel attention.
+Working at reduced resolution after the lossless Haar squeeze is what makes the ``tiny``
+and ``base`` presets affordable on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ._padding import pad_to_multiple
+from .layers import InvertibleSequence, RestormerBlock, TransformerBlock
+from .layers.haar import haar_squeeze, haar_unsqueeze
+from .presets import FusionNetConfig, build_fusion_config
+
+__all__ = ["FusionNet", "FusionOutput", "minmax_normalize"]
+
+
+class FusionOutput(NamedTuple):
+    """Output of :class:`FusionNet`.
+
+    fused: ``(B, 1, H, W)`` in [0, 1]; low, high: per-modality features ``(B, M, C, h, w)``
+    at the network's internal (padded, possibly squeezed) resolution.
+    """
+
+    fused: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+def minmax_normalize(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Differentiable per-image min-max normalisation of ``(B, C, H, W)`` to [0, 1];
+    constant images map to 0 (no division by zero)."""
+    lo = y.amin(dim=(-2, -1), keepdim=True)
+    hi = y.amax(dim=(-2, -1), keepdim=True)
+    return ((y - lo) / (hi - lo + eps)).clamp(0.0, 1.0)
+
+
+def _stack(blocks: list[nn.Module]) -> nn.Module:
+    return nn.Sequential(*blocks) if blocks else nn.Identity()
+
+
+class FusionNet(nn.Module):
+    """Fuse ``M`` co-registered images into one (the Fuse4Seg leader).
+
+    Args:
+        num_modalities: ``M`` (1, 2, 3, 4, ...).
+        preset: ``"tiny"``, ``"base"`` (default) or ``"paper"``; ``None`` = dataclass defaults.
+        **overrides: any :class:`~fuse4seg.models.presets.FusionNetConfig` field.
+
+    Raises:
+        ConfigError: unknown preset or key, or an invalid value.
+    """
+
+    def __init__(self, num_modalities: int, preset: str | None = "base", **overrides: Any):
+        super().__init__()
+        cfg = build_fusion_config(preset, num_modalities=num_modalities, **overrides)
+        self.config = cfg
+        c, k = cfg.dim, 4**cfg.squeeze_levels
+        self.pad_factor = 2 ** (cfg.squeeze_levels + int(cfg.inn_haar))
+        self.embed = nn.Conv2d(k, c, 3, padding=1, padding_mode="reflect", bias=False)
+        self.encoder = _stack(
+            [RestormerBlock(c, cfg.heads, cfg.ffn_expansion) for _ in range(cfg.encoder_blocks)]
+        )
+        self.low_branch = _stack(
+            [
+                TransformerBlock(c, cfg.heads, cfg.mlp_ratio, cfg.kv_size)
+                for _ in range(cfg.low_blocks)
+            ]
+        )
+        self.high_branch = InvertibleSequence(
+            c, cfg.high_nodes, haar=cfg.inn_haar, expansion=cfg.coupling_expansion
+        )
+        self.fuse_low = _stack(
+            [
+                TransformerBlock(c, cfg.heads, cfg.mlp_ratio, cfg.kv_size)
+                for _ in range(cfg.fuse_low_blocks)
+            ]
+        )
+        self.fuse_high = InvertibleSequence(
+            c, cfg.fuse_high_nodes, haar=cfg.inn_haar, expansion=cfg.coupling_expansion
+        )
+        self.reduce = nn.Conv2d(2 * c, c, 1, bias=False)
+        self.decoder = _stack(
+            [RestormerBlock(c, cfg.heads, cfg.ffn_expansion) for _ in range(cfg.decoder_blocks)]
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(c, c // 2, 3, padding=1, padding_mode="reflect", bias=False),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c // 2, k, 3, padding=1, padding_mode="reflect", bias=False),
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | FusionNetConfig) -> FusionNet:
+        """Rebuild a network from ``dataclasses.asdict(net.config)`` (or the dataclass)."""
+        values = dataclasses.asdict(config) if isinstance(config, FusionNetConfig) else dict(config)
+        if "num_modalities" not in values:
+            raise ConfigError("fusion config lacks 'num_modalities'")
+        return cls(values.pop("num_modalities"), preset=None, **values)
+
+    @property
+    def num_modalities(self) -> int:
+        return self.config.num_modalities
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-modality features of a padded input ``(B, M, Hp, Wp)`` -> ``low, high``,
+        each ``(B, M, C, h, w)``."""
+        b, m, hp, wp = x.shape
+        z = x.reshape(b * m, 1, hp, wp)  # (B*M, 1, Hp, Wp)
+        for _ in range(self.config.squeeze_levels):
+            z = haar_squeeze(z)  # (B*M, 4^l, Hp/2^l, Wp/2^l)
+        shared = self.encoder(self.embed(z))  # (B*M, C, h, w)
+        low = self.low_branch(shared)
+        high = self.high_branch(shared)
+        c, h, w = shared.shape[1:]
+        return low.reshape(b, m, c, h, w), high.reshape(b, m, c, h, w)
+
+    def decode(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Fuse ``low, high (B, M, C, h, w)`` -> raw (un-normalised) image ``(B, 1, Hp, Wp)``."""
+        f_low = self.fuse_low(low.sum(dim=1))  # (B, C, h, w)
+        f_high = self.fuse_high(high.sum(dim=1))  # (B, C, h, w)
+        y = self.reduce(torch.cat([f_low, f_high], dim=1))  # (B, C, h, w)
+        y = self.head(self.decoder(y))  # (B, 4^L, h, w)
+        for _ in range(self.config.squeeze_levels):
+            y = haar_unsqueeze(y)
+        return y  # (B, 1, Hp, Wp)
+
+    def forward(self, x: torch.Tensor) -> FusionOutput:
+        """``x (B, M, H, W)`` in [0, 1] -> ``FusionOutput(fused (B, 1, H, W), low, high)``."""
+        if x.ndim != 4 or x.shape[1] != self.num_modalities:
+            raise ValueError(
+                f"FusionNet expects (B, {self.num_modalities}, H, W), got {tuple(x.shape)}"
+            )
+        xp, (h, w) = pad_to_multiple(x, self.pad_factor)
+        low, high = self.encode(xp)
+        y = self.decode(low, high)[..., :h, :w]  # (B, 1, H, W)
+        return FusionOutput(minmax_normalize(y, self.config.eps), low, high)

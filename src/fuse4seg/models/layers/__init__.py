@@ -1,0 +1,27 @@
+"""Reusable layers: Restormer, spatial attention, invertible coupling, Haar, ConvNeXt."""
+
+from __future__ import annotations
+
+from .attention import SpatialSelfAttention, TransformerBlock, sinusoidal_position_2d
+from .convnext import ConvNeXtBlock
+from .haar import HaarSqueeze, haar_squeeze, haar_unsqueeze
+from .invertible import AffineCoupling, InvertedResidual, InvertibleSequence
+from .norm import LayerNorm2d
+from .restormer import GDFN, MDTA, RestormerBlock
+
+__all__ = [
+    "GDFN",
+    "MDTA",
+    "AffineCoupling",
+    "ConvNeXtBlock",
+    "HaarSqueeze",
+    "InvertedResidual",
+    "InvertibleSequence",
+    "LayerNorm2d",
+    "RestormerBlock",
+    "SpatialSelfAttention",
+    "TransformerBlock",
+    "haar_squeeze",
+    "haar_unsqueeze",
+    "sinusoidal_position_2d",
+]

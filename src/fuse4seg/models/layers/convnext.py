@@ -1,0 +1,40 @@
+"""ConvNeXt block (Liu et al. 2022; Woo et al. 2023) for ``(B, C, H, W)`` maps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .norm import LayerNorm2d
+
+__all__ = ["ConvNeXtBlock"]
+
+
+class ConvNeXtBlock(nn.Module):
+    """DwConv 7x7 -> LayerNorm (channels-first) -> 1x1 Conv (x4) -> GELU -> 1x1 Conv ->
+    layer scale ``gamma`` -> ``+ x``. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Args:
+        dim: channels.
+        expansion: inverted-bottleneck width factor (4 in ConvNeXt).
+        layer_scale_init: initial per-channel residual scale (``None`` disables it).
+    """
+
+    def __init__(self, dim: int, expansion: int = 4, layer_scale_init: float | None = 0.1) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = LayerNorm2d(dim)
+        self.pwconv1 = nn.Conv2d(dim, dim * expansion, 1)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Conv2d(dim * expansion, dim, 1)
+        self.gamma = (
+            nn.Parameter(torch.full((dim, 1, 1), float(layer_scale_init)))
+            if layer_scale_init is not None
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x)))))
+        if self.gamma is not None:
+            y = y * self.gamma
+        return x + y

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fuse4seg.losses import (
+    DiceCELoss,
+    correlation_coefficient,
+    decomposition_loss,
+    gradient_loss,
+    reconstruction_loss,
+    soft_dice_loss,
+)
+
+
+def test_soft_dice_hand_example_background_excluded():
+    # 1 sample, 2 classes, 4 pixels; class-1 probabilities and target
+    p1 = torch.tensor([0.2, 0.8, 0.6, 0.0])
+    probs = torch.stack([1 - p1, p1]).reshape(1, 2, 2, 2)
+    target = torch.tensor([0, 1, 1, 0]).reshape(1, 2, 2)
+    # inter = 1.4, sum p = 1.6, sum y = 2 -> dice = 2.8 / 3.6
+    loss = soft_dice_loss(probs, target, eps=0.0)
+    assert loss.item() == pytest.approx(1 - 2.8 / 3.6, abs=1e-6)
+    # with background: class 0 inter = 0.8 + 1.0 = 1.8, sum p = 2.4, sum y = 2 -> 3.6/4.4
+    loss_bg = soft_dice_loss(probs, target, include_background=True, eps=0.0)
+    assert loss_bg.item() == pytest.approx(1 - (2.8 / 3.6 + 3.6 / 4.4) / 2, abs=1e-6)
+
+
+def test_soft_dice_class_weights_are_rescaled():
+    probs = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]).T.reshape(1, 3, 3)
+    target = torch.tensor([[0, 1, 2]])
+    onehot = F.one_hot(target, 3).movedim(-1, 1).float()
+    d = (2 * (probs * onehot).sum((0, 2))) / (probs.sum((0, 2)) + onehot.sum((0, 2)))
+    w = torch.tensor([1.0, 3.0, 1.0])
+    expected = 1 - (1.5 * d[1] + 0.5 * d[2]) / 2  # weights 3, 1 rescaled to mean 1
+    got = soft_dice_loss(probs, target, class_weights=w, eps=0.0)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_dicece_combines_terms_and_perfect_prediction():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    w = [0.5, 1.0, 2.0, 3.0]
+    loss = DiceCELoss(class_weights=w, dice_weight=0.7, ce_weight=1.3)(logits, target)
+    wt = torch.tensor(w)
+    ce = F.cross_entropy(logits, target, weight=wt)
+    dice = soft_dice_loss(logits.softmax(1), target, class_weights=wt)
+    assert loss.item() == pytest.approx((0.7 * dice + 1.3 * ce).item(), rel=1e-5)
+    perfect = F.one_hot(target, 4).movedim(-1, 1).float() * 40.0
+    assert DiceCELoss()(perfect, target).item() < 1e-4
+    # 3D input works too
+    vol = torch.randn(1, 4, 3, 4, 5, requires_grad=True)
+    DiceCELoss()(vol, torch.randint(0, 4, (1, 3, 4, 5))).backward()
+    assert torch.isfinite(vol.grad).all()
+
+
+def test_dicece_errors():
+    with pytest.raises(ValueError, match="entries"):
+        DiceCELoss(num_classes=4, class_weights=[1, 2])
+    with pytest.raises(ValueError, match="logits"):
+        DiceCELoss(num_classes=4)(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="target"):
+        DiceCELoss()(torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
+
+
+def test_correlation_coefficient_hand_values():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    assert correlation_coefficient(a, 2 * a + 1).item() == pytest.approx(1.0, abs=1e-6)
+    assert correlation_coefficient(a, -a).item() == pytest.approx(-1.0, abs=1e-6)
+    b = torch.tensor([1.0, -1.0, -1.0, 1.0]).reshape(1, 1, 2, 2)  # orthogonal to centred a
+    assert correlation_coefficient(a, b).item() == pytest.approx(0.0, abs=1e-6)
+    # per-(sample, channel) average: channels with cc 1 and -1 average to 0
+    two = torch.cat([a, a], dim=1)
+    assert correlation_coefficient(two, torch.cat([a, -a], dim=1)).item() == pytest.approx(0.0)
+
+
+def test_decomposition_loss_hand_values():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    b = torch.tensor([1.0, -1.0, -1.0, 1.0]).reshape(1, 1, 2, 2)
+    low = torch.stack([a, a], dim=1)  # (1, 2, 1, 2, 2): cc_low = 1
+    high = torch.stack([a, -a], dim=1)  # cc_high = -1
+    assert decomposition_loss(low, high).item() == pytest.approx(1 / 2.01, rel=1e-5)
+    high_orth = torch.stack([a, b], dim=1)
+    assert decomposition_loss(low, high_orth).item() == pytest.approx(0.0, abs=1e-10)
+    # M = 3: pairs (0,1): hi cc -1, lo cc 1 -> 1/2.01; (0,2): hi 1, lo -1 -> 1/0.01;
+    # (1,2): hi -1, lo -1 -> 1/0.01
+    low3 = torch.stack([a, a, -a], dim=1)
+    high3 = torch.stack([a, -a, a], dim=1)
+    expected = (1 / 2.01 + 1 / 0.01 + 1 / 0.01) / 3
+    assert decomposition_loss(low3, high3).item() == pytest.approx(expected, rel=1e-4)
+    # M = 1: no pair -> 0 and still differentiable
+    one = torch.rand(2, 1, 3, 4, 4, requires_grad=True)
+    out = decomposition_loss(one, one)
+    out.backward()
+    assert out.item() == 0.0 and one.grad is not None
+    with pytest.raises(ValueError, match="share"):
+        decomposition_loss(torch.zeros(1, 2, 1, 2, 2), torch.zeros(1, 3, 1, 2, 2))
+
+
+def test_gradient_loss_hand_value_2d_and_3d():
+    w = 5
+    ramp = 0.5 * torch.arange(w, dtype=torch.float32).expand(4, w)
+    sources = torch.stack([ramp, torch.zeros(4, w)]).unsqueeze(0)  # (1, 2, 4, 5)
+    fused = torch.zeros(1, 1, 4, w)
+    # |Sobel| of the ramp per column: [a/2, a, a, a, a/2] -> mean 0.8 a
+    assert gradient_loss(fused, sources, norm="l1").item() == pytest.approx(0.8 * 0.5)
+    # fused equal to the sharpest source -> 0
+    assert gradient_loss(sources[:, :1], sources).item() == pytest.approx(0.0, abs=1e-5)
+    vol_src = torch.rand(1, 3, 4, 6, 6)
+    assert gradient_loss(vol_src[:, 1:2], vol_src).item() >= 0
+    best = vol_src[:, :1] * 0  # zero fused: loss = mean of max magnitude
+    from fuse4seg.losses import sobel_magnitude
+
+    expected = sobel_magnitude(vol_src, norm="l1").amax(1).mean()
+    assert gradient_loss(best, vol_src, norm="l1").item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="fused"):
+        gradient_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+def test_reconstruction_loss_hand_value():
+    sources = torch.stack([torch.full((3, 3), 0.2), torch.full((3, 3), 0.4)]).unsqueeze(0)
+    fused = torch.full((1, 1, 3, 3), 0.5)
+    assert reconstruction_loss(fused, sources).item() == pytest.approx(0.04, rel=1e-5)
+    assert reconstruction_loss(sources.mean(1, keepdim=True), sources).item() == 0.0
+    with pytest.raises(ValueError, match="differ"):
+        reconstruction_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 2, 3, 4))

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fuse4seg.errors import ConfigError
+from fuse4seg.losses import DiceCELoss
+from fuse4seg.models import (
+    FusionNet,
+    count_parameters,
+    create_fusion_net,
+    create_seg_net,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_nets():
+    torch.manual_seed(0)
+    return {m: create_fusion_net("tiny", m).eval() for m in (1, 2, 3, 4)}
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+@pytest.mark.parametrize("size", [(64, 64), (97, 83), (240, 240)])
+def test_fusion_shapes(tiny_nets, m, size):
+    net = tiny_nets[m]
+    x = torch.rand(1, m, *size)
+    with torch.no_grad():
+        out = net(x)
+    assert out.fused.shape == (1, 1, *size)
+    c = net.config.dim
+    f = 2**net.config.squeeze_levels
+    h, w = -(-size[0] // f), -(-size[1] // f)
+    assert out.low.shape == (1, m, c, h, w)
+    assert out.high.shape == (1, m, c, h, w)
+    assert torch.isfinite(out.fused).all()
+    assert out.fused.min() >= 0 and out.fused.max() <= 1
+    # min-max normalised per image: the range is used
+    assert out.fused.min().item() == pytest.approx(0.0, abs=1e-6)
+    assert out.fused.max().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_fusion_single_modality_and_base_shapes(tiny_nets):
+    with torch.no_grad():
+        assert tiny_nets[1](torch.rand(2, 1, 31, 17)).fused.shape == (2, 1, 31, 17)
+        base = create_fusion_net("base", 3, inn_haar=True).eval()
+        out = base(torch.rand(1, 3, 97, 83))
+    assert out.fused.shape == (1, 1, 97, 83)
+    assert out.low.shape == (1, 3, 32, 50, 42)  # padded to 100 x 84 (multiple of 4), squeezed once
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_fused_is_finite_in_range_for_constant_inputs(tiny_nets, value):
+    x = torch.full((2, 2, 40, 36), value, requires_grad=True)
+    out = tiny_nets[2](x)
+    assert torch.isfinite(out.fused).all()
+    assert out.fused.min() >= 0 and out.fused.max() <= 1
+    out.fused.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_high_frequency_branches_are_invertible(tiny_nets):
+    net = tiny_nets[3]
+    feats = torch.randn(2, net.config.dim, 12, 10)
+    with torch.no_grad():
+        for branch in (net.high_branch, net.fuse_high):
+            assert (branch.inverse(branch(feats)) - feats).abs().max() < 1e-4
+
+
+def test_segmentation_gradients_reach_every_fusion_parameter():
+    torch.manual_seed(1)
+    fusion = create_fusion_net("tiny", 2)
+    seg = create_seg_net("tiny", in_channels=1)
+    x = torch.rand(2, 2, 48, 40)
+    target = torch.randint(0, 4, (2, 48, 40))
+    loss = DiceCELoss()(seg(fusion(x).fused), target)
+    loss.backward()
+    missing = [n for n, p in fusion.named_parameters() if p.grad is None]
+    assert not missing
+    zero = [n for n, p in fusion.named_parameters() if p.grad.abs().sum() == 0]
+    assert not zero, zero
+    assert all(torch.isfinite(p.grad).all() for p in fusion.parameters())
+
+
+def test_config_round_trip_and_overrides(tiny_nets):
+    net = tiny_nets[3]
+    cfg = dataclasses.asdict(net.config)
+    assert cfg["num_modalities"] == 3 and cfg["dim"] == 16
+    clone = FusionNet.from_config(cfg)
+    clone.load_state_dict(net.state_dict())
+    clone.eval()
+    x = torch.rand(1, 3, 33, 29)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x).fused, net(x).fused)
+    assert FusionNet.from_config(net.config).config == net.config
+    assert create_fusion_net("tiny", 2, dim=24, heads=4).config.dim == 24
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        create_fusion_net("huge", 2)
+    with pytest.raises(ConfigError, match="widht"):
+        create_fusion_net("tiny", 2, widht=3)
+    with pytest.raises(ConfigError, match="divisible"):
+        create_fusion_net("tiny", 2, dim=18, heads=4)
+    with pytest.raises(ConfigError, match="num_modalities"):
+        create_fusion_net("tiny", 0)
+    with pytest.raises(ConfigError, match="num_modalities"):
+        FusionNet.from_config({"dim": 16})
+    with pytest.raises(ValueError, match="expects"):
+        create_fusion_net("tiny", 2)(torch.rand(1, 3, 16, 16))
+
+
+def test_paper_preset_size_and_small_input():
+    net = create_fusion_net("paper", 2)
+    cfg = net.config
+    assert (cfg.dim, cfg.heads, cfg.encoder_blocks, cfg.decoder_blocks) == (64, 8, 4, 4)
+    assert cfg.squeeze_levels == 0 and cfg.high_nodes == 3
+    assert 0.5e6 < count_parameters(net) < 1.5e6
+    with torch.no_grad():
+        out = net.eval()(torch.rand(1, 2, 17, 15))
+    assert out.fused.shape == (1, 1, 17, 15) and out.low.shape == (1, 2, 64, 17, 15)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fuse4seg.errors import ConfigError
+from fuse4seg.models import (
+    SegNet,
+    count_flops,
+    create_fusion_net,
+    create_seg_net,
+    model_summary,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_seg():
+    torch.manual_seed(0)
+    return {c: create_seg_net("tiny", in_channels=c).eval() for c in (1, 4)}
+
+
+@pytest.mark.parametrize("in_ch", [1, 4])
+@pytest.mark.parametrize("size", [(64, 64), (97, 83), (240, 240), (5, 7)])
+def test_seg_shapes(tiny_seg, in_ch, size):
+    with torch.no_grad():
+        logits = tiny_seg[in_ch](torch.rand(1, in_ch, *size))
+    assert logits.shape == (1, 4, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_seg_base_shape_and_classes():
+    net = create_seg_net("base", in_channels=2, num_classes=3).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 2, 97, 83)).shape == (1, 3, 97, 83)
+
+
+def test_seg_structure():
+    net = create_seg_net("tiny", 1)
+    blocks = [m for m in net.modules() if m.__class__.__name__ == "ConvNeXtBlock"]
+    assert blocks and all(b.dwconv.kernel_size == (7, 7) for b in blocks)
+    assert all(b.pwconv1.out_channels == 4 * b.pwconv1.in_channels for b in blocks)
+    assert len(net.bottleneck) == net.config.bottleneck_blocks >= 1
+    assert len(net.up) == len(net.config.widths) - 1
+
+
+def test_seg_round_trip_and_errors(tiny_seg):
+    net = tiny_seg[4]
+    clone = SegNet.from_config(dataclasses.asdict(net.config))
+    clone.load_state_dict(net.state_dict())
+    x = torch.rand(1, 4, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.eval()(x), net(x))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        create_seg_net("xl", 1)
+    with pytest.raises(ConfigError, match="depth"):
+        create_seg_net("tiny", 1, depth=3)
+    with pytest.raises(ConfigError, match="same length"):
+        create_seg_net("tiny", 1, widths=(8, 16))
+    with pytest.raises(ValueError, match="expects"):
+        net(torch.rand(1, 1, 16, 16))
+
+
+def test_summary_counts_hand_computed_flops():
+    conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    # 2 outputs x 9 MACs per pixel x 64 pixels x 2 FLOPs per MAC
+    assert count_flops(conv, (1, 1, 8, 8)) == 2 * 9 * 64 * 2
+    line = model_summary(conv, (1, 1, 8, 8))
+    assert line == "Conv2d: 18 parameters, 0.0 MFLOPs per (1, 1, 8, 8) input (1 MAC = 2 FLOPs)"
+    fusion_line = model_summary(create_fusion_net("tiny", 2), (1, 2, 64, 64))
+    assert fusion_line.startswith("FusionNet: ") and "MFLOPs" in fusion_line
+
+
+def test_flops_include_attention():
+    from fuse4seg.models.layers import SpatialSelfAttention
+
+    attn = SpatialSelfAttention(8, 2, kv_size=2)
+    # q, kv, proj 1x1 convs on 16 pixels: (8*8 + 8*16 + 8*8) MACs per pixel; kv on 4 pooled
+    # pixels; attention: 2 heads x 16 queries x 4 keys x 4 dims x 2 (QK^T and AV)
+    convs = (8 * 8 + 8 * 8) * 16 + 8 * 16 * 4
+    attention = 2 * 16 * 4 * 4 * 2
+    assert count_flops(attn, (1, 8, 4, 4)) == 2 * (convs + attention)
