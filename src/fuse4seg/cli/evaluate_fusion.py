@@ -1,0 +1,134 @@
+"""``fuse4seg evaluate-fusion``: score fused images against their two sources.
+
+Each fused image is paired by name (stem) with the source images of the same stem; every file
+is read as the reference evaluator does (8-bit, colour -> luminance, rounded). A fused image
+without both sources, or with a size mismatch, fails (named); the rest are scored and the
+exit code is 2. Source images without a fused image are noted and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+
+__all__ = ["HELP", "add_arguments", "run", "pair_files", "CSV_COLUMNS"]
+
+HELP = "score fused images (EN, SD, ..., PSNR)"
+#: CSV columns: the reference evaluator's metrics, then extras.
+CSV_COLUMNS = ("image", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "FMI")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--source-a", required=True, type=Path, help="folder of source A")
+    parser.add_argument("-b", "--source-b", required=True, type=Path, help="folder of source B")
+    parser.add_argument("-f", "--fused", required=True, type=Path, help="folder of fused images")
+    parser.add_argument(
+        "--convention",
+        choices=("reference", "standard"),
+        default="reference",
+        help="reference: reproduce the MIF literature's Python evaluator (MI in nats, SSIM "
+        "data range 2, ...); standard: textbook definitions. Default reference.",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="write per-image values to this CSV")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda[:N] or mps (default auto)"
+    )
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    from fuse4seg.metrics import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise InputError(folder, "folder does not exist" if not folder.exists() else "not a folder")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.stem in out:
+                raise InputError(p, f"two images with the stem {p.stem!r} ({out[p.stem].name})")
+            out[p.stem] = p
+    return out
+
+
+def pair_files(
+    dir_a: Path, dir_b: Path, dir_f: Path
+) -> tuple[list[tuple[str, Path, Path, Path]], list[str], list[Path]]:
+    """Pair images by stem.
+
+    Returns ``(pairs (stem, a, b, f), problems, unused)``: a fused image without both
+    sources is a problem (named); source images without a fused image are only ``unused``.
+    """
+    a, b, f = _images(dir_a), _images(dir_b), _images(dir_f)
+    if not f:
+        raise InputError(dir_f, "no images (.png, .jpg, .bmp, .tif) found")
+    pairs, problems = [], []
+    for stem in sorted(f):
+        missing = [str(d) for d, m in ((dir_a, a), (dir_b, b)) if stem not in m]
+        if missing:
+            problems.append(f"{f[stem]}: no matching file in {' and '.join(missing)}")
+        else:
+            pairs.append((stem, a[stem], b[stem], f[stem]))
+    unused = [m[stem] for m in (a, b) for stem in sorted(m) if stem not in f]
+    return pairs, problems, unused
+
+
+def _fmt(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from fuse4seg.device import resolve_device
+    from fuse4seg.io.atomic import atomic_path
+    from fuse4seg.metrics import compute_fusion_metrics, read_gray_reference
+
+    if args.output is not None and args.output.suffix.lower() != ".csv":
+        raise ConfigError(f"--output must be a .csv file, got {args.output}")
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        # per-image work is many small tensor ops: intra-op threads only add overhead (2-10x
+        # slower on a busy 2-core machine, see benchmarks/metrics_speed.py)
+        torch.set_num_threads(1)
+    pairs, failures, unused = pair_files(args.source_a, args.source_b, args.fused)
+    for msg in failures:
+        print(f"FAILED {msg}", file=sys.stderr)
+    if unused:
+        names = ", ".join(p.name for p in unused[:5]) + (", ..." if len(unused) > 5 else "")
+        print(f"note: {len(unused)} source image(s) without a fused image ignored ({names})")
+    metrics = list(CSV_COLUMNS[1:])
+    rows: list[tuple[str, dict[str, float]]] = []
+    for stem, pa, pb, pf in pairs:
+        try:
+            imgs = [read_gray_reference(p) for p in (pa, pb, pf)]
+            if not imgs[0].shape == imgs[1].shape == imgs[2].shape:
+                sizes = ", ".join(f"{p} {i.shape}" for p, i in zip((pa, pb, pf), imgs, strict=True))
+                raise InputError(pf, f"image sizes differ: {sizes}")
+            t = torch.from_numpy(np.stack(imgs)).to(device)  # (3, H, W)
+            vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, metrics)
+        except (Fuse4SegError, ValueError) as exc:
+            failures.append(str(exc))
+            print(f"FAILED {stem}: {exc}", file=sys.stderr)
+            continue
+        rows.append((pf.name, {k: float(v[0]) for k, v in vals.items()}))
+    means = {m: float(np.nanmean([r[m] for _, r in rows])) if rows else math.nan for m in metrics}
+    width = max([len("image")] + [len(n) for n, _ in rows]) + 2
+    print("image".ljust(width) + "".join(m.rjust(10) for m in metrics))
+    for name, r in [*rows, ("mean", means)]:
+        print(name.ljust(width) + "".join(_fmt(r[m]).rjust(10) for m in metrics))
+    if args.output is not None and rows:
+        with atomic_path(args.output) as tmp, tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for name, r in [*rows, ("mean", means)]:
+                w.writerow([name] + [repr(r[m]) for m in metrics])
+        print(f"wrote {args.output}")
+    print(f"{len(rows)} image(s) scored ({args.convention} convention), {len(failures)} failed")
+    if not rows:
+        raise InputError(args.fused, "no image could be scored")
+    return 2 if failures else 0

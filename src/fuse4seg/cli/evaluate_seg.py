@@ -1,0 +1,134 @@
+"""``fuse4seg evaluate-seg``: Dice, IoU and HD95 of NIfTI segmentations against BraTS.
+
+The reference folder is a BraTS case folder or a folder of them (either edition's naming);
+predictions are ``<case>_seg.nii.gz`` or ``<case>.nii.gz`` (``.nii`` too) in ``--pred``.
+Labels of both are converted to canonical 0-3 with the reference case's edition (ET = 4 or
+3); ``--pred-labels canonical`` reads predictions that already use ET = 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+
+__all__ = ["HELP", "add_arguments", "run", "find_prediction", "score_case"]
+
+HELP = "score NIfTI segmentations (Dice, IoU, HD95)"
+_SHORT = ("Dice", "IoU", "HD95")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted masks")
+    parser.add_argument("--ref", required=True, type=Path, help="BraTS folder (ground truth)")
+    parser.add_argument("-o", "--output", type=Path, help="write per-case values to this CSV")
+    parser.add_argument(
+        "--pred-labels",
+        choices=("edition", "canonical"),
+        default="edition",
+        help="label convention of the predictions: the reference case's edition (ET = 4 "
+        "for 2018-2022, 3 for 2023; default) or canonical (ET = 3)",
+    )
+    parser.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="also write sensitivity, specificity and volumes (ml) per class",
+    )
+
+
+def find_prediction(pred_dir: Path, case_id: str) -> Path | None:
+    """The prediction file of ``case_id`` in ``pred_dir`` (None when absent)."""
+    for name in (f"{case_id}_seg", f"{case_id}-seg", case_id):
+        for ext in (".nii.gz", ".nii"):
+            p = pred_dir / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def score_case(case, pred_path: Path, pred_labels: str = "edition") -> dict[str, dict]:
+    """Metrics of one case: ``{class: {metric: value}}``. Raises InputError on bad input."""
+    from fuse4seg.data import read_nifti, to_canonical_labels
+    from fuse4seg.metrics import compute_segmentation_metrics
+
+    ref_arr, ref_img = read_nifti(case.seg, as_float=False)
+    pred_arr, _ = read_nifti(pred_path, as_float=False)
+    if pred_arr.shape != ref_arr.shape:
+        raise InputError(
+            pred_path, f"shape {pred_arr.shape} differs from {case.seg} {ref_arr.shape}"
+        )
+    try:
+        ref = to_canonical_labels(ref_arr, case.et_label)
+    except ValueError as exc:
+        raise InputError(case.seg, str(exc)) from None
+    try:
+        pred = to_canonical_labels(pred_arr, 3 if pred_labels == "canonical" else case.et_label)
+    except ValueError as exc:
+        raise InputError(pred_path, f"{exc} (see --pred-labels)") from None
+    spacing = tuple(float(z) for z in ref_img.header.get_zooms()[:3])
+    return compute_segmentation_metrics(pred, ref, spacing)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fuse4seg.data import discover_cases
+    from fuse4seg.io.atomic import atomic_path
+    from fuse4seg.metrics import BRATS_CLASSES, SEG_METRICS
+
+    if args.output is not None and args.output.suffix.lower() != ".csv":
+        raise ConfigError(f"--output must be a .csv file, got {args.output}")
+    if not args.pred.is_dir():
+        raise InputError(
+            args.pred, "folder does not exist" if not args.pred.exists() else "not a folder"
+        )
+    cases = [c for c in discover_cases(args.ref) if c.seg is not None]
+    if not cases:
+        raise InputError(args.ref, "no case with a segmentation file found")
+    metrics = SEG_METRICS if args.all_metrics else _SHORT
+    columns = [f"{c}_{m}" for c in BRATS_CLASSES for m in metrics]
+    rows: list[tuple[str, dict[str, float]]] = []
+    failures: list[str] = []
+    for case in cases:
+        pred_path = find_prediction(args.pred, case.case_id)
+        try:
+            if pred_path is None:
+                raise InputError(
+                    args.pred, f"no prediction {case.case_id}_seg.nii.gz or {case.case_id}.nii.gz"
+                )
+            res = score_case(case, pred_path, args.pred_labels)
+        except Fuse4SegError as exc:
+            failures.append(f"{case.case_id}: {exc}")
+            print(f"FAILED {case.case_id}: {exc}", file=sys.stderr)
+            continue
+        rows.append((case.case_id, {f"{c}_{m}": res[c][m] for c in BRATS_CLASSES for m in metrics}))
+    if not rows:
+        for msg in failures:
+            print(f"FAILED {msg}", file=sys.stderr)
+        raise InputError(args.pred, "no case could be scored")
+    mean = {k: float(np.nanmean([r[k] for _, r in rows])) for k in columns}
+    std = {k: float(np.nanstd([r[k] for _, r in rows])) for k in columns}
+    width = max(len("case"), *(len(n) for n, _ in rows)) + 2
+    for cls in BRATS_CLASSES:
+        print(
+            f"{cls:>4s}: "
+            + "  ".join(f"{m} {mean[f'{cls}_{m}']:.4f} +- {std[f'{cls}_{m}']:.4f}" for m in _SHORT)
+        )
+    print("case".ljust(width) + "".join(f"{c}_Dice".rjust(10) for c in BRATS_CLASSES))
+    for name, r in rows:
+        print(name.ljust(width) + "".join(f"{r[f'{c}_Dice']:.4f}".rjust(10) for c in BRATS_CLASSES))
+    if args.output is not None:
+        with atomic_path(args.output) as tmp, tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["case", *columns])
+            for name, r in [*rows, ("mean", mean)]:
+                w.writerow([name] + ["nan" if math.isnan(r[k]) else repr(r[k]) for k in columns])
+        print(f"wrote {args.output}")
+    print(f"{len(rows)} case(s) scored, {len(failures)} failed")
+    for msg in failures:
+        print(f"FAILED {msg}", file=sys.stderr)
+    return 2 if failures else 0

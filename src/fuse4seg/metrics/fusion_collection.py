@@ -1,0 +1,151 @@
+"""The full fusion metric set in one call, and an accumulating ``FusionMetrics`` class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fuse4seg.metrics import fusion as fm
+
+__all__ = ["FUSION_METRICS", "EXTRA_FUSION_METRICS", "compute_fusion_metrics", "FusionMetrics"]
+
+#: The metrics of the reference evaluator, in the column order of ``evaluate-fusion``.
+FUSION_METRICS: tuple[str, ...] = (
+    "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR",
+)  # fmt: skip
+#: Metrics computed on request or as extra columns (not in the reference evaluator).
+EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI",)
+
+
+def _table(convention: str, data_range: float) -> dict[str, Callable]:
+    c, r = convention, data_range
+    return {
+        "EN": lambda s, f: fm.entropy(f, c, r),
+        "SD": lambda s, f: fm.standard_deviation(f),
+        "SF": lambda s, f: fm.spatial_frequency(f),
+        "AG": lambda s, f: fm.average_gradient(f, c),
+        "MI": lambda s, f: fm.mutual_information(s, f, c, r),
+        "SCD": lambda s, f: fm.scd(s, f),
+        "VIF": lambda s, f: fm.vif(s, f, c, r),
+        "Qabf": lambda s, f: fm.qabf(s, f, c),
+        "SSIM": lambda s, f: fm.ssim_sum(s, f, c, r),
+        "PSNR": lambda s, f: fm.psnr(s, f, c, r),
+        "FMI": lambda s, f: fm.fmi(s, f),
+    }
+
+
+def compute_fusion_metrics(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    convention: str = "reference",
+    metrics: Sequence[str] | None = None,
+    data_range: float = 255.0,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Compute fusion metrics for a batch of fused images.
+
+    Args:
+        sources: (B, S, H, W) or a sequence of S tensors (B, H, W); SCD needs S == 2.
+        fused: (B, H, W) or (B, 1, H, W).
+        convention: "reference" (the MIF literature's Python evaluator) or "standard".
+        metrics: names from ``FUSION_METRICS + EXTRA_FUSION_METRICS``; default the ten
+            reference metrics (FMI only when asked for).
+        data_range: peak value of the data (standard convention).
+        chunk_size: images processed together; default 1 on CPU (cache friendly: about 5x
+            faster than one big batch) and 64 on accelerators.
+
+    Returns:
+        ``{name: (B,) float64 tensor}`` in the order requested.
+
+    Raises:
+        ValueError: unknown metric or convention, or mismatching shapes.
+    """
+    fm._check_convention(convention)
+    names = list(FUSION_METRICS if metrics is None else metrics)
+    table = _table(convention, data_range)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown fusion metric(s) {unknown}; choose from {list(table)}")
+    f = fm.as_fused(fused)
+    src = fm.as_sources(sources, f)
+    if chunk_size is None:
+        chunk_size = 1 if f.device.type == "cpu" else 64
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for start in range(0, f.shape[0], chunk_size):
+        fs, ss = f[start : start + chunk_size], src[start : start + chunk_size]
+        for n in names:
+            parts[n].append(table[n](ss, fs))
+    return {n: torch.cat(parts[n]) for n in names}
+
+
+class FusionMetrics:
+    """Accumulate fusion metrics over batches (MONAI style).
+
+    Example::
+
+        metric = FusionMetrics(convention="reference")
+        for sources, fused in loader:        # (B, S, H, W), (B, H, W)
+            metric.update(sources, fused)
+        means = metric.aggregate()           # {"EN": tensor(()), ...}
+        per_image = metric.values()          # {"EN": (N,) tensor, ...}
+    """
+
+    def __init__(
+        self,
+        convention: str = "reference",
+        metrics: Sequence[str] | None = None,
+        data_range: float = 255.0,
+    ) -> None:
+        fm._check_convention(convention)
+        self.convention = convention
+        self.metrics = list(FUSION_METRICS if metrics is None else metrics)
+        self.data_range = data_range
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._parts: dict[str, list[torch.Tensor]] = {n: [] for n in self.metrics}
+
+    def update(
+        self, sources: torch.Tensor | Sequence[torch.Tensor], fused: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Score one batch, remember its values and return them (``{name: (B,)}``)."""
+        vals = compute_fusion_metrics(
+            sources, fused, self.convention, self.metrics, self.data_range
+        )
+        for n, v in vals.items():
+            self._parts[n].append(v.detach().cpu())
+        return vals
+
+    def __len__(self) -> int:
+        return sum(int(v.numel()) for v in self._parts[self.metrics[0]]) if self.metrics else 0
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """Per-image values so far: ``{name: (N,) float64}``."""
+        return {
+            n: torch.cat(p) if p else torch.zeros(0, dtype=torch.float64)
+            for n, p in self._parts.items()
+        }
+
+    def aggregate(self, reduction: str = "mean") -> dict[str, torch.Tensor]:
+        """Reduce the per-image values with ``"mean"``, ``"std"`` (population) or ``"median"``.
+
+        NaN values (e.g. an undefined SCD) are ignored.
+        """
+        if reduction not in ("mean", "std", "median"):
+            raise ValueError(f"reduction must be mean, std or median, got {reduction!r}")
+        if len(self) == 0:
+            raise ValueError("FusionMetrics.aggregate() called before any update()")
+        out = {}
+        for n, v in self.values().items():
+            ok = v[~torch.isnan(v)]
+            if reduction == "mean":
+                out[n] = ok.mean()
+            elif reduction == "std":
+                out[n] = ok.std(correction=0)
+            else:
+                out[n] = ok.median()
+        return out

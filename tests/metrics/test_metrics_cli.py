@@ -1,0 +1,180 @@
+"""CLI round trips: ``fuse4seg evaluate-fusion`` and ``fuse4seg evaluate-seg``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from fuse4seg.cli.main import main
+from fuse4seg.metrics import read_gray_reference
+
+HEADER = "image,EN,SD,SF,AG,MI,SCD,VIF,Qabf,SSIM,PSNR"
+
+
+def _read_csv(path):
+    with path.open() as fh:
+        return list(csv.reader(fh))
+
+
+@pytest.fixture
+def fusion_dirs(tmp_path, harvard_dir):
+    """Three MRI-CT pairs and their 'max'-rule fusions, as PNG folders."""
+    dirs = {k: tmp_path / k for k in ("a", "b", "f")}
+    for d in dirs.values():
+        d.mkdir()
+    for name in ("11.png", "12.png", "13.png"):
+        shutil.copy(harvard_dir / "MRI_CT" / "MRI" / name, dirs["a"] / name)
+        shutil.copy(harvard_dir / "MRI_CT" / "CT" / name, dirs["b"] / name)
+        fa = read_gray_reference(dirs["a"] / name)
+        fb = read_gray_reference(dirs["b"] / name)
+        Image.fromarray(np.maximum(fa, fb).astype(np.uint8)).save(dirs["f"] / name)
+    return dirs
+
+
+def test_evaluate_fusion_round_trip(fusion_dirs, reference_dir, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    d = fusion_dirs
+    rc = main(
+        ["evaluate-fusion", "-a", str(d["a"]), "-b", str(d["b"]), "-f", str(d["f"]), "-o", str(out)]
+    )
+    assert rc == 0
+    rows = _read_csv(out)
+    assert ",".join(rows[0][:11]) == HEADER and rows[0][11:] == ["FMI"]
+    assert [r[0] for r in rows[1:]] == ["11.png", "12.png", "13.png", "mean"]
+    golden = json.loads((reference_dir / "fusion_metrics_reference.json").read_text())["values"]
+    names = rows[0][1:11]
+    for r in rows[1:4]:
+        want = golden[f"MRI_CT/{r[0]}|max"]
+        for name, v in zip(names, r[1:11], strict=True):
+            assert float(v) == pytest.approx(want[name], rel=1e-4, abs=1e-6), (r[0], name)
+    col = np.array([[float(v) for v in r[1:]] for r in rows[1:4]])
+    assert np.allclose([float(v) for v in rows[4][1:]], col.mean(0))
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "3 image(s) scored" in printed
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_evaluate_fusion_standard_convention_differs(fusion_dirs, tmp_path):
+    d = fusion_dirs
+    outs = {}
+    for conv in ("reference", "standard"):
+        outs[conv] = tmp_path / f"{conv}.csv"
+        args = ["evaluate-fusion", "-a", str(d["a"]), "-b", str(d["b"]), "-f", str(d["f"])]
+        assert main([*args, "--convention", conv, "-o", str(outs[conv])]) == 0
+    ref, std = _read_csv(outs["reference"]), _read_csv(outs["standard"])
+    i_mi, i_en = ref[0].index("MI"), ref[0].index("EN")
+    assert float(std[1][i_en]) == pytest.approx(float(ref[1][i_en]))
+    assert float(std[1][i_mi]) == pytest.approx(float(ref[1][i_mi]) / np.log(2))  # bits vs nats
+
+
+def _png(path, size, value=100):
+    Image.fromarray(np.full(size, value, np.uint8) + np.eye(*size, dtype=np.uint8) * 50).save(path)
+
+
+def test_evaluate_fusion_bad_pairs_continue_and_exit_2(tmp_path, capsys):
+    dirs = {k: tmp_path / k for k in ("a", "b", "f")}
+    for d in dirs.values():
+        d.mkdir()
+    for name in ("ok", "small"):
+        _png(dirs["a"] / f"{name}.png", (48, 48))
+        _png(dirs["f"] / f"{name}.png", (48, 48), 120)
+    _png(dirs["b"] / "ok.png", (48, 48), 60)
+    _png(dirs["b"] / "small.png", (48, 50), 60)  # size mismatch
+    _png(dirs["f"] / "lonely.png", (48, 48))  # no sources
+    _png(dirs["a"] / "extra.png", (48, 48))  # a source without a fused image: only noted
+    out = tmp_path / "s.csv"
+    args = ["evaluate-fusion", "-a", str(dirs["a"]), "-b", str(dirs["b"]), "-f", str(dirs["f"])]
+    rc = main([*args, "-o", str(out)])
+    assert rc == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "lonely.png: no matching file in" in err and str(dirs["a"]) in err
+    assert "extra.png" not in err and "1 source image(s) without a fused image" in captured.out
+    assert "1 image(s) scored" in captured.out and "2 failed" in captured.out
+    assert "image sizes differ" in err and "small.png" in err
+    rows = _read_csv(out)
+    assert [r[0] for r in rows[1:]] == ["ok.png", "mean"]
+
+
+def test_evaluate_fusion_user_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["evaluate-fusion", "-a", str(tmp_path / "nope"), "-b", str(empty), "-f", str(empty)]
+    assert main(args) == 2
+    assert "nope: folder does not exist" in capsys.readouterr().err
+    args = ["evaluate-fusion", "-a", str(empty), "-b", str(empty), "-f", str(empty)]
+    assert main(args) == 2
+    assert "no images" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "x.txt")]) == 2
+    assert "must be a .csv" in capsys.readouterr().err
+
+
+def _case(root, case_id, naming, seg):
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    name = f"{case_id}_seg.nii.gz" if naming == "brats2021" else f"{case_id}-seg.nii.gz"
+    nib.save(nib.Nifti1Image(seg, np.diag([1.0, 1.0, 2.0, 1.0])), folder / name)
+
+
+def _seg(et: int) -> np.ndarray:
+    seg = np.zeros((24, 24, 10), np.uint8)
+    seg[4:20, 4:20, 2:8] = 2
+    seg[8:16, 8:16, 3:7] = 1
+    seg[10:14, 10:14, 4:6] = et
+    return seg
+
+
+def test_evaluate_seg_round_trip_both_editions(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    _case(ref, "Brats18_X_1", "brats2021", _seg(4))
+    _case(ref, "BraTS-GLI-00001-000", "brats2023", _seg(3).astype(np.float32))
+    shifted = np.roll(_seg(4), 1, axis=0)
+    nib.save(nib.Nifti1Image(shifted, np.eye(4)), pred / "Brats18_X_1_seg.nii.gz")
+    nib.save(nib.Nifti1Image(_seg(3), np.eye(4)), pred / "BraTS-GLI-00001-000.nii.gz")
+    out = tmp_path / "seg.csv"
+    assert main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
+    rows = _read_csv(out)
+    assert rows[0][:4] == ["case", "NCR_Dice", "NCR_IoU", "NCR_HD95"]
+    assert len(rows[0]) == 1 + 5 * 3
+    by_case = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert list(by_case) == ["BraTS-GLI-00001-000", "Brats18_X_1", "mean"]
+    gli = by_case["BraTS-GLI-00001-000"]
+    assert all(float(gli[f"{c}_Dice"]) == 1.0 for c in ("NCR", "ED", "ET", "WT", "TC"))
+    b18 = by_case["Brats18_X_1"]
+    # WT is a 16x16x6 box shifted by one voxel along x: Dice = 2 * 15 / 32
+    assert float(b18["WT_Dice"]) == pytest.approx(30 / 32)
+    assert float(b18["ET_Dice"]) == pytest.approx(2 * 3 / 8)  # 4-voxel side shifted by 1
+    assert float(b18["WT_HD95"]) == pytest.approx(1.0)  # spacing from the reference header
+    assert float(by_case["mean"]["WT_Dice"]) == pytest.approx((1 + 30 / 32) / 2)
+    assert "2 case(s) scored" in capsys.readouterr().out
+
+
+def test_evaluate_seg_failures_are_reported(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    _case(ref, "Brats18_A_1", "brats2021", _seg(4))
+    _case(ref, "Brats18_B_1", "brats2021", _seg(4))
+    _case(ref, "Brats18_C_1", "brats2021", _seg(4))
+    nib.save(nib.Nifti1Image(_seg(4), np.eye(4)), pred / "Brats18_A_1.nii")
+    nib.save(nib.Nifti1Image(_seg(4)[:-1], np.eye(4)), pred / "Brats18_B_1_seg.nii.gz")
+    out = tmp_path / "seg.csv"
+    rc = main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Brats18_B_1_seg.nii.gz: shape (23, 24, 10) differs" in err
+    assert "no prediction Brats18_C_1_seg.nii.gz" in err
+    assert [r[0] for r in _read_csv(out)[1:]] == ["Brats18_A_1", "mean"]
+    # canonical predictions (ET = 3) in a 2021 folder need --pred-labels canonical
+    nib.save(nib.Nifti1Image(_seg(3), np.eye(4)), pred / "Brats18_A_1.nii")
+    (pred / "Brats18_B_1_seg.nii.gz").unlink()
+    args = ["evaluate-seg", "--pred", str(pred), "--ref", str(ref / "Brats18_A_1")]
+    assert main(args) == 2
+    assert "see --pred-labels" in capsys.readouterr().err
+    assert main([*args, "--pred-labels", "canonical"]) == 0
