@@ -121,3 +121,20 @@ def test_paper_preset_size_and_small_input():
     with torch.no_grad():
         out = net.eval()(torch.rand(1, 2, 17, 15))
     assert out.fused.shape == (1, 1, 17, 15) and out.low.shape == (1, 2, 64, 17, 15)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base"])
+def test_untrained_leader_starts_near_the_normalised_modality_mean(preset):
+    torch.manual_seed(0)
+    net = create_fusion_net(preset, 2).eval()
+    x = torch.rand(2, 2, 40, 36)
+    with torch.no_grad():
+        fused = net(x).fused
+    mean = x.mean(dim=1, keepdim=True)
+    lo = mean.amin(dim=(-2, -1), keepdim=True)
+    hi = mean.amax(dim=(-2, -1), keepdim=True)
+    expected = (mean - lo) / (hi - lo)
+    assert (fused - expected).abs().max() < 0.05
+    no_skip = create_fusion_net(preset, 2, mean_skip=False, head_init_scale=1.0).eval()
+    with torch.no_grad():
+        assert (no_skip(x).fused - expected).abs().max() > 0.05

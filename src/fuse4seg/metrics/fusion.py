@@ -331,37 +331,35 @@ def vif(
         size = 2 ** (5 - scale) + 1
         win = matlab_gaussian_1d(size, size / 5.0)
         if scale > 1:
-            x = separable_filter(x.flatten(0, 1), win)[:, ::2, ::2]
+            x = separable_filter(x.flatten(0, 1), win, step=2)
             x = x.reshape(b, s1, *x.shape[1:])
         if min(x.shape[2:]) < size:
             raise ValueError(
                 f"images {tuple(f.shape[1:])} are too small for the 4-scale VIF (need >= 41 px)"
             )
-        ref, dist = x[:, :n_src], x[:, n_src:]
-        maps = torch.cat([x, x * x, ref * dist], 1)  # (B, 2(S+1)+S, h, w)
-        filt = separable_filter(maps.flatten(0, 1), win)
+        h, w = x.shape[2:]
+        # x, x^2 (sources and F) and source * F, filtered in one stack
+        maps = torch.empty(b, 2 * s1 + n_src, h, w, dtype=x.dtype, device=x.device)
+        maps[:, :s1] = x
+        torch.mul(x, x, out=maps[:, s1 : 2 * s1])
+        torch.mul(x[:, :n_src], x[:, n_src:], out=maps[:, 2 * s1 :])
+        filt = separable_filter(maps.view(-1, h, w), win)
         filt = filt.view(b, maps.shape[1], *filt.shape[1:])
-        mu = filt[:, :s1]
-        mu1, mu2 = mu[:, :n_src], mu[:, n_src:]
-        sig1 = (filt[:, s1 : s1 + n_src] - mu1 * mu1).clamp_min(0.0)
-        sig2 = (filt[:, s1 + n_src : 2 * s1] - mu2 * mu2).clamp_min(0.0)
+        mu1, mu2 = filt[:, :n_src], filt[:, n_src:s1]
+        sig1 = (filt[:, s1 : s1 + n_src] - mu1 * mu1).clamp_min_(0.0)
+        sig2 = (filt[:, s1 + n_src : 2 * s1] - mu2 * mu2).clamp_min_(0.0)
         sig12 = filt[:, 2 * s1 :] - mu1 * mu2
-        sig2 = sig2.expand_as(sig1)
+        # The evaluator's guards, reduced to what changes the two log terms: where
+        # sig1 < eps both terms are 0 (sig1 := 0); where sig2 < eps or g < 0, g := 0 so the
+        # numerator term is 0; elsewhere sv = max(sig2 - g * sig12, eps).
         g = sig12 / (sig1 + eps)
-        sv = sig2 - g * sig12
-        low1 = sig1 < eps
-        g = torch.where(low1, 0.0, g)
-        sv = torch.where(low1, sig2, sv)
-        sig1 = torch.where(low1, 0.0, sig1)
-        low2 = sig2 < eps
-        g = torch.where(low2, 0.0, g)
-        sv = torch.where(low2, 0.0, sv)
-        neg = g < 0
-        sv = torch.where(neg, sig2, sv)
-        g = g.clamp_min(0.0)
-        sv = sv.clamp_min(eps)  # sv <= eps -> eps
-        num = num + torch.log10(1.0 + g * g * sig1 / (sv + _VIF_SIGMA_NSQ)).sum((-2, -1))
-        den = den + torch.log10(1.0 + sig1 / _VIF_SIGMA_NSQ).sum((-2, -1))
+        sv = (sig2 - g * sig12).clamp_min_(eps).add_(_VIF_SIGMA_NSQ)
+        sig1.masked_fill_(sig1 < eps, 0.0)
+        g.clamp_min_(0.0).masked_fill_((sig2 < eps).expand_as(g), 0.0)
+        terms = torch.stack([g.square_().mul_(sig1).div_(sv), sig1.div_(_VIF_SIGMA_NSQ)])
+        sums = terms.add_(1.0).log10_().sum((-2, -1))
+        num = num + sums[0]
+        den = den + sums[1]
     ratio = num / den
     ratio = torch.where(torch.isnan(ratio), 1.0, ratio)
     return ratio.sum(1).double()
@@ -371,8 +369,7 @@ def _gradient_angle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     """Sobel magnitude, squared magnitude and angle atan(Sy/Sx) (pi/2 where Sx = 0)."""
     sx, sy = sobel_same(x)
     g2 = sx * sx + sy * sy
-    zero = sx == 0
-    angle = torch.where(zero, math.pi / 2, torch.atan(sy / torch.where(zero, 1.0, sx)))
+    angle = torch.atan(sy / sx).masked_fill_(sx == 0, math.pi / 2)
     return torch.sqrt(g2), g2, angle
 
 
@@ -399,33 +396,36 @@ def qabf(
     src = as_sources(sources, f)
     if convention == "reference":  # float32, as the reference evaluator
         src, f = src.float(), f.float()
-    g_f, g2_f, a_f = _gradient_angle(f)
-    nume = torch.zeros(f.shape[0], dtype=_work_dtype(f.device), device=f.device)
-    deno = torch.zeros_like(nume)
-    for s in range(src.shape[1]):
-        g_s, g2_s, a_s = _gradient_angle(src[:, s])
-        equal = g_f if convention == "reference" else torch.ones_like(g_f)
-        safe_s = torch.where(g_s > 0, g_s, 1.0)
-        safe_f = torch.where(g_f > 0, g_f, 1.0)
-        big_g = torch.where(
-            g2_s > g2_f, g_f / safe_s, torch.where(g2_s < g2_f, g_s / safe_f, equal)
-        )
-        big_a = 1.0 - (a_s - a_f).abs() / (math.pi / 2)
-        q_g = 0.9994 / (1.0 + torch.exp(-15.0 * (big_g - 0.5)))
-        q_a = 0.9879 / (1.0 + torch.exp(-22.0 * (big_a - 0.8)))
-        nume = nume + (q_g * q_a * g_s).double().sum((-2, -1))
-        deno = deno + g_s.double().sum((-2, -1))
+    b, n_src = src.shape[:2]
+    x = torch.cat([src, f.unsqueeze(1)], 1)  # (B, S+1, H, W): all Sobel responses at once
+    g, g2, ang = (t.view(x.shape) for t in _gradient_angle(x.flatten(0, 1)))
+    g_s, g2_s, a_s = g[:, :n_src], g2[:, :n_src], ang[:, :n_src]
+    g_f, g2_f, a_f = g[:, n_src:], g2[:, n_src:], ang[:, n_src:]
+    # min/max ratio; the g^2 comparison decides which is larger (as before); equal -> quirk
+    big_g = torch.minimum(g_s, g_f).div_(torch.maximum(g_s, g_f))
+    equal = g2_s == g2_f
+    if convention == "reference":
+        big_g = torch.where(equal, g_f, big_g)
+    else:
+        big_g.masked_fill_(equal, 1.0)
+    big_a = (a_s - a_f).abs_().div_(math.pi / 2)
+    big_a = 1.0 - big_a
+    q_g = 0.9994 / big_g.sub_(0.5).mul_(-15.0).exp_().add_(1.0)
+    q_a = 0.9879 / big_a.sub_(0.8).mul_(-22.0).exp_().add_(1.0)
+    nume = q_g.mul_(q_a).mul_(g_s).double().sum((1, 2, 3))
+    deno = g_s.double().sum((1, 2, 3))
     return nume / deno
 
 
 def _ssim_maps(x: torch.Tensor, y: torch.Tensor, convention: str, data_range: float):
     """Mean SSIM of fused ``x`` (B, H, W) against each source ``y`` (B, S, H, W) -> (B, S)."""
     b, n_src = y.shape[:2]
+    if convention == "reference":
+        # skimage 0.19+: float32 arithmetic, 7x7 uniform window, sample covariance.
+        x, y = x.float(), y.float()
     xs = x.unsqueeze(1)
     stack = torch.cat([xs, y, xs * xs, y * y, xs * y], 1)  # (B, 1+S+1+S+S, H, W)
     if convention == "reference":
-        # skimage 0.19+: float32 arithmetic, 7x7 uniform window, sample covariance.
-        stack = stack.float()
         filt = box_filter_valid(stack.flatten(0, 1), 7, round_to=torch.float32)
         cov_norm = 49.0 / 48.0
         big_r = 2.0

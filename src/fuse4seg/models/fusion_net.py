@@ -12,6 +12,7 @@ Data flow for ``x (B, M, H, W)`` in [0, 1], with ``L = squeeze_levels``, ``C = d
     H_low  = (MSA + MLP) x fuse_low_blocks on sum_m low_m   (B, C, h, w)
     H_high = couplings x fuse_high_nodes on sum_m high_m    (B, C, h, w)    [invertible]
     concat -> 1x1 conv -> Restormer decoder x decoder_blocks -> 3x3 convs -> (B, 4^L, h, w)
+      + Haar squeeze of the modality mean (``mean_skip``)   (B, 4^L, h, w)
     Haar unsqueeze x L -> crop to H, W                      (B, 1, H, W)
     per-image min-max normalisation: (y - min) / (max - min + eps), clamped to [0, 1]
 
@@ -20,6 +21,13 @@ which every pixel attends to keys/values pooled to at most ``kv_size x kv_size``
 (exact full attention with ``kv_size=None``); the Restormer blocks use channel attention.
 Working at reduced resolution after the lossless Haar squeeze is what makes the ``tiny``
 and ``base`` presets affordable on a CPU.
+
+With ``mean_skip`` (default) the decoder predicts a *correction* to the modality mean
+``x_avg`` and its last convolution starts small (``head_init_scale``), so an untrained leader
+outputs (almost exactly) min-max normalised ``x_avg``: the image the follower is warmed up on
+in Algorithm 1's stage 1. The rollout then moves the leader away from ``x_avg`` only where the
+segmentation gradients ask for it, instead of starting from a random (checkerboard-like)
+image in the Haar domain.
 """
 
 from __future__ import annotations
@@ -113,6 +121,8 @@ class FusionNet(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Conv2d(c // 2, k, 3, padding=1, padding_mode="reflect", bias=False),
         )
+        with torch.no_grad():
+            self.head[-1].weight.mul_(cfg.head_init_scale)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | FusionNetConfig) -> FusionNet:
@@ -139,12 +149,24 @@ class FusionNet(nn.Module):
         c, h, w = shared.shape[1:]
         return low.reshape(b, m, c, h, w), high.reshape(b, m, c, h, w)
 
-    def decode(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Fuse ``low, high (B, M, C, h, w)`` -> raw (un-normalised) image ``(B, 1, Hp, Wp)``."""
+    def decode(
+        self, low: torch.Tensor, high: torch.Tensor, x: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Fuse ``low, high (B, M, C, h, w)`` -> raw (un-normalised) image ``(B, 1, Hp, Wp)``.
+
+        ``x (B, M, Hp, Wp)``, the padded input, is needed when ``config.mean_skip`` is on.
+        """
         f_low = self.fuse_low(low.sum(dim=1))  # (B, C, h, w)
         f_high = self.fuse_high(high.sum(dim=1))  # (B, C, h, w)
         y = self.reduce(torch.cat([f_low, f_high], dim=1))  # (B, C, h, w)
         y = self.head(self.decoder(y))  # (B, 4^L, h, w)
+        if self.config.mean_skip:
+            if x is None:
+                raise ValueError("decode() needs the padded input x when mean_skip is on")
+            skip = x.mean(dim=1, keepdim=True)  # (B, 1, Hp, Wp)
+            for _ in range(self.config.squeeze_levels):
+                skip = haar_squeeze(skip)  # (B, 4^l, Hp/2^l, Wp/2^l)
+            y = y + skip
         for _ in range(self.config.squeeze_levels):
             y = haar_unsqueeze(y)
         return y  # (B, 1, Hp, Wp)
@@ -157,5 +179,5 @@ class FusionNet(nn.Module):
             )
         xp, (h, w) = pad_to_multiple(x, self.pad_factor)
         low, high = self.encode(xp)
-        y = self.decode(low, high)[..., :h, :w]  # (B, 1, H, W)
+        y = self.decode(low, high, xp)[..., :h, :w]  # (B, 1, H, W)
         return FusionOutput(minmax_normalize(y, self.config.eps), low, high)

@@ -53,6 +53,8 @@ class FusionNetConfig:
     inn_haar: bool = False  # Haar squeeze inside the invertible branches (spec option)
     coupling_expansion: int = 2  # width factor of the coupling functions rho, eta, phi
     eps: float = 1e-6  # min-max normalisation guard: (y - min) / (max - min + eps)
+    mean_skip: bool = True  # decoder predicts a correction to the modality mean (see FusionNet)
+    head_init_scale: float = 0.01  # scale of the last head conv at init (small: start near mean)
 
     def __post_init__(self) -> None:
         _check_positive(self, "num_modalities", "dim", "heads", "encoder_blocks")
@@ -67,6 +69,8 @@ class FusionNetConfig:
             raise ConfigError(f"kv_size must be a positive integer or None, got {self.kv_size}")
         if self.ffn_expansion <= 0 or self.mlp_ratio <= 0 or self.eps <= 0:
             raise ConfigError("ffn_expansion, mlp_ratio and eps must be positive")
+        if self.head_init_scale < 0:
+            raise ConfigError(f"head_init_scale must be >= 0, got {self.head_init_scale}")
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""``fuse4seg fuse``: fuse co-registered image pairs (grey or pseudo-colour PET/SPECT)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fuse4seg.errors import Fuse4SegError, InputError
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "fuse image pairs (PNG/TIFF/NIfTI; colour PET/SPECT)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fuse4seg.fusion_rules import FUSION_RULES
+
+    parser.add_argument(
+        "-a",
+        "--dir-a",
+        required=True,
+        type=Path,
+        help="folder of first sources (e.g. MRI); model modality 0",
+    )
+    parser.add_argument(
+        "-b",
+        "--dir-b",
+        required=True,
+        type=Path,
+        help="folder of second sources (e.g. PET/SPECT/CT); paired with -a by "
+        "file name without suffix; model modality 1",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        help="output folder; writes <name>.png per pair and fuse_args.json",
+    )
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        help="trained fuse4seg model.pt with a fused image and 2 modalities",
+    )
+    how.add_argument(
+        "--rule", choices=sorted(FUSION_RULES), help="classical fusion rule instead of a model"
+    )
+    parser.add_argument(
+        "--colour",
+        choices=("preserve-chroma", "clip"),
+        default="preserve-chroma",
+        help="colour sources: keep the source's Cb/Cr exactly by limiting Y "
+        "(default) or clip R,G,B like OpenCV/CDDFuse",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda, cuda:N or mps; only used with -m",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (default: skip them)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _build_fuser(args: argparse.Namespace):
+    from fuse4seg.inference.pair_fusion import model_fuser, rule_fuser
+
+    if args.rule is not None:
+        return rule_fuser(args.rule)
+    from fuse4seg.device import resolve_device
+    from fuse4seg.inference.model_loading import load_model
+
+    device = resolve_device(args.device)
+    model = load_model(args.model, device)
+    return model_fuser(model, device, model_path=args.model)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fuse4seg.inference.batch import BatchReport
+    from fuse4seg.inference.pair_fusion import fuse_pair_files, pair_files
+    from fuse4seg.io.atomic import save_json_atomic
+
+    listing = pair_files(args.dir_a, args.dir_b)
+    if not listing.pairs:
+        raise InputError(args.dir_a, f"no file name in common with {args.dir_b}")
+    fuser = _build_fuser(args)
+    out_dir: Path = args.output
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        out_dir / "fuse_args.json",
+    )
+    report = BatchReport()
+    for stem, message in listing.problems:
+        report.fail(stem, message)
+    bar = tqdm(listing.pairs, desc="fuse", unit="pair", disable=args.no_progress or None)
+    for stem, path_a, path_b in bar:
+        out = out_dir / f"{stem}.png"
+        if out.exists() and not args.overwrite:
+            report.skip(stem, f"{out} exists (use --overwrite)")
+            continue
+        try:
+            fuse_pair_files(path_a, path_b, out, fuser, gamut=args.colour)
+        except Fuse4SegError as exc:
+            report.fail(stem, str(exc))
+            continue
+        report.done.append(stem)
+    print(report.summary("pairs"), file=sys.stderr if report.failed else sys.stdout)
+    return report.exit_code

@@ -1,0 +1,138 @@
+"""``fuse4seg train``: train Fuse4Seg (bi-level, Algorithm 1) or a baseline on a prepared store.
+
+Examples::
+
+    fuse4seg train -d prep -o runs/f4s --preset tiny
+    fuse4seg train -d prep -o runs/avg --method average --preset tiny
+    fuse4seg train -d prep -o runs/f4s --resume            # continue from runs/f4s/last.pt
+    torchrun --nproc_per_node 2 -m fuse4seg train -d prep -o runs/ddp   # DDP
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "train Fuse4Seg (bi-level) or a baseline"
+
+#: the 3D method, trained by fuse4seg.rmr with its own configuration dataclass
+RMR_METHOD = "rmr3d"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fuse4seg train``."""
+    from fuse4seg.train.config import PRESETS
+    from fuse4seg.train.methods import METHODS
+
+    parser.add_argument("-d", "--data", required=True, help="prepared store (PREP_DIR)")
+    parser.add_argument("-o", "--output", required=True, help="run folder (RUN_DIR)")
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=sorted([*METHODS, RMR_METHOD]),
+        help="training method (default fuse4seg): "
+        + "; ".join(f"{k}: {v.description}" for k, v in sorted(METHODS.items()))
+        + f"; {RMR_METHOD}: RMR-Fusion, 3D degradation-robust fusion + SwinUNETR "
+        "(its own config: --config takes RMR keys, see docs/rmr.md)",
+    )
+    parser.add_argument("--no-bilevel", action="store_true", help="ablation: joint training")
+    parser.add_argument("--no-decomp", action="store_true", help="ablation: drop L_decomp")
+    parser.add_argument("--no-grad", action="store_true", help="ablation: drop L_grad")
+    parser.add_argument("--no-ema", action="store_true", help="ablation: no EMA of the leader")
+    parser.add_argument(
+        "--preset",
+        default="base",
+        choices=list(PRESETS),
+        help="config preset (default base; tiny = CPU demo, paper = sec. 4.1)",
+    )
+    parser.add_argument(
+        "--config", default=None, help="YAML file of config overrides (unknown keys rejected)"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after N optimiser steps (follower + leader), at a batch boundary",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; returns 0 (2 on user errors / NaN stop, raised as Fuse4SegError)."""
+    import torch
+
+    from fuse4seg.errors import ConfigError
+    from fuse4seg.train.config import make_config
+    from fuse4seg.train.methods import get_method
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.method == RMR_METHOD:
+        return _run_rmr(args)
+    cfg = make_config(
+        args.preset,
+        args.config,
+        method=args.method,
+        bilevel=False if args.no_bilevel else None,
+        use_decomp=False if args.no_decomp else None,
+        use_grad=False if args.no_grad else None,
+        use_ema=False if args.no_ema else None,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        num_workers=args.workers,
+        tensorboard=True if args.tensorboard else None,
+    )
+    run_training = get_method(cfg.method).load_runner()  # 2D trainer or the method's own
+    result = run_training(
+        cfg,
+        args.data,
+        args.output,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    from fuse4seg.train.distributed import cleanup_distributed, is_main_process
+
+    if is_main_process():
+        state = "stopped at --max-steps" if result.stopped_early else "finished"
+        best = "n/a" if result.best_dice is None else f"{result.best_dice:.3f}"
+        print(
+            f"{cfg.method} {state}: {result.steps} optimiser steps, {result.epochs_done} epochs, "
+            f"{result.seconds:.1f} s, best validation mean Dice {best}; run folder {args.output}"
+        )
+    cleanup_distributed()
+    return 0
+
+
+def _run_rmr(args: argparse.Namespace) -> int:
+    """``--method rmr3d``: RMR-Fusion's two-stage 3D training (fuse4seg.rmr)."""
+    from fuse4seg.errors import ConfigError
+    from fuse4seg.rmr.train import load_train_config, train_rmr
+
+    ablations = [f for f in ("no_bilevel", "no_decomp", "no_grad", "no_ema") if getattr(args, f)]
+    if ablations:
+        flags = ", ".join("--" + f.replace("_", "-") for f in ablations)
+        raise ConfigError(f"{flags} cannot be used with method {RMR_METHOD!r}")
+    # --preset overrides the YAML's preset unless it is left at its default
+    preset = args.preset if args.preset != "base" or not args.config else None
+    cfg = load_train_config(args.config, preset=preset)
+    model_path = train_rmr(
+        args.data,
+        args.output,
+        cfg,
+        device=args.device,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        log=None if args.no_progress else print,
+    )
+    print(f"{RMR_METHOD} finished; model file {model_path}")
+    return 0

@@ -1,0 +1,65 @@
+"""RMR-Fusion (Zhang et al., AAAI 2024): 3D degradation-robust fusion + mutual-reinforcing
+segmentation, method ``"rmr3d"``.
+
+Public API::
+
+    create_rmr_net(preset, num_modalities, **overrides) -> RMRNet   (tiny / base / paper)
+    train_rmr(prep_dir, run_dir, config, device, resume, max_steps) -> Path of model.pt
+    load_rmr_model(path, device) -> RMRModel;  predict_volume(net, images (M, D, H, W))
+    predict_nifti(model, inputs, out_fused, out_seg)
+    run_robustness_benchmark(adapter, store, out_dir, ...)   (RMRAdapter / SliceAdapter)
+
+Command line (until the main CLI is wired): ``python -m fuse4seg.rmr train|predict|robustness``.
+Degradations live in :mod:`fuse4seg.degradations` (reusable by every method).
+"""
+
+from __future__ import annotations
+
+from fuse4seg.rmr.data import InMemoryVolumeStore, PatchSampler, phantom_store
+from fuse4seg.rmr.networks import (
+    RMR_PRESETS,
+    SEMANTIC_HEADS,
+    RMRConfig,
+    RMRNet,
+    RMROutput,
+    create_rmr_net,
+)
+from fuse4seg.rmr.predict import RMRModel, load_rmr_model, predict_nifti, predict_volume
+from fuse4seg.rmr.robustness import (
+    RMRAdapter,
+    SliceAdapter,
+    dice_per_class,
+    fusion_metrics,
+    run_robustness_benchmark,
+)
+from fuse4seg.rmr.train import (
+    RMRTrainConfig,
+    load_train_config,
+    train_rmr,
+    train_rmr_on_store,
+)
+
+__all__ = [
+    "RMR_PRESETS",
+    "SEMANTIC_HEADS",
+    "RMRConfig",
+    "RMRNet",
+    "RMROutput",
+    "create_rmr_net",
+    "RMRTrainConfig",
+    "load_train_config",
+    "train_rmr",
+    "train_rmr_on_store",
+    "RMRModel",
+    "load_rmr_model",
+    "predict_volume",
+    "predict_nifti",
+    "RMRAdapter",
+    "SliceAdapter",
+    "dice_per_class",
+    "fusion_metrics",
+    "run_robustness_benchmark",
+    "InMemoryVolumeStore",
+    "PatchSampler",
+    "phantom_store",
+]

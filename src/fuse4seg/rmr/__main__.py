@@ -1,0 +1,160 @@
+"""``python -m fuse4seg.rmr train|predict|robustness ...`` -- RMR-Fusion end to end.
+
+A thin argparse layer over :mod:`fuse4seg.rmr`; user errors print ``error: ...`` and exit 2.
+``--phantom N`` replaces the prepared store by ``N`` in-memory phantom cases (quick demos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fuse4seg.errors import Fuse4SegError, InputError
+
+__all__ = ["main", "build_parser"]
+
+
+def _store(args: argparse.Namespace):
+    if args.phantom:
+        from fuse4seg.data.phantom import phantom_case_id
+        from fuse4seg.rmr.data import phantom_store
+
+        n = int(args.phantom)
+        if n < 1:
+            raise InputError(None, f"--phantom needs at least 1 case, got {n}")
+        ids = [phantom_case_id(i) for i in range(n)]
+        # the last quarter (at least one case) is the test split; all cases train (demo only)
+        splits = {"train": ids, "val": [], "test": ids[-max(1, n // 4) :]}
+        return phantom_store(n, tuple(args.phantom_shape), seed=args.seed, splits=splits)
+    if args.prep_dir is None:
+        raise InputError(None, "give --prep-dir (a `fuse4seg prepare` folder) or --phantom N")
+    from fuse4seg.data import PreparedStore
+
+    return PreparedStore(args.prep_dir)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fuse4seg.rmr.train import load_train_config, train_rmr_on_store
+
+    overrides = {}
+    keys = ("preset", "seg_head", "stage1_steps", "stage2_steps", "batch_size", "seed", "lr")
+    for key in keys:
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if args.modalities:
+        overrides["modalities"] = tuple(args.modalities)
+        overrides.setdefault("visual_target", args.modalities[-1])
+    cfg = load_train_config(args.config, **overrides)
+    t0 = time.perf_counter()
+    out = train_rmr_on_store(
+        _store(args),
+        args.run_dir,
+        cfg,
+        device=args.device,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        where=str(args.prep_dir or "phantom"),
+    )
+    print(f"model: {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from fuse4seg.rmr.predict import load_rmr_model, predict_nifti
+
+    model = load_rmr_model(args.model, args.device)
+    out = Path(args.out)
+    predict_nifti(
+        model,
+        args.inputs,
+        out / f"{args.name}_fused.nii.gz",
+        out / f"{args.name}_seg.nii.gz",
+        et_label=args.et_label,
+        overlap=args.overlap,
+    )
+    print(f"wrote {out / (args.name + '_fused.nii.gz')} and {out / (args.name + '_seg.nii.gz')}")
+    return 0
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from fuse4seg.rmr.robustness import RMRAdapter, run_robustness_benchmark
+
+    adapter = RMRAdapter.from_file(args.model, args.device)
+    res = run_robustness_benchmark(
+        adapter,
+        _store(args),
+        args.out,
+        split=args.split,
+        degradation=args.degradation,
+        seed=args.seed,
+        max_cases=args.max_cases,
+        model_name=Path(args.model).parent.name or "model",
+    )
+    print(res["files"][0].read_text())
+    return 2 if res["failed"] else 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prep-dir", type=Path, help="folder written by `fuse4seg prepare`")
+    p.add_argument("--phantom", type=int, metavar="N", help="use N in-memory phantom cases")
+    p.add_argument(
+        "--phantom-shape", type=int, nargs=3, default=(48, 48, 32), metavar=("X", "Y", "Z")
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fuse4seg.rmr", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train stage 1 (robust AE) and stage 2 (fusion + seg)")
+    _data_args(t)
+    t.add_argument("--run-dir", type=Path, required=True, help="output folder")
+    t.add_argument("--config", type=Path, help="YAML with RMRTrainConfig keys")
+    t.add_argument("--preset", choices=("tiny", "base", "paper"), help="network size")
+    t.add_argument("--seg-head", choices=("swinunetr", "unet", "segresnet", "unetr", "dynunet"))
+    t.add_argument("--modalities", nargs="+", help="input modalities (default t1 flair)")
+    t.add_argument("--stage1-steps", type=int)
+    t.add_argument("--stage2-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4, the paper's)")
+    t.add_argument("--max-steps", type=int, help="cap on the steps of each stage")
+    t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    t.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="fuse + segment NIfTI volumes (input geometry)")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--inputs", type=Path, nargs="+", required=True, help="one NIfTI per modality")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default="case", help="output file prefix (default case)")
+    p.add_argument("--et-label", type=int, choices=(3, 4), default=4, help="ET value (default 4)")
+    p.add_argument("--overlap", type=float, default=0.25, help="window overlap (default 0.25)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+    r = sub.add_parser("robustness", help="Dice and EN/FMI/AG/SCD, clean vs degraded")
+    _data_args(r)
+    r.add_argument("--model", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True, help="folder for the tables")
+    r.add_argument("--split", default="test", help="store split (default test)")
+    r.add_argument("--degradation", default="paper_test", help="preset (default paper_test)")
+    r.add_argument("--max-cases", type=int)
+    r.set_defaults(func=_cmd_robustness)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Fuse4SegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

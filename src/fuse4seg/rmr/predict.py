@@ -1,0 +1,276 @@
+"""RMR-Fusion inference: load ``model.pt`` and fuse + segment whole volumes (sliding window).
+
+* :func:`load_rmr_model` -> :class:`RMRModel` (network + modalities + patch size).
+* :func:`predict_volume` -- ``(M, D, H, W)`` in [0, 1] -> fused ``(D, H, W)`` float32 in [0, 1]
+  and labels ``(D, H, W)`` uint8 (canonical 0 bg, 1 NCR, 2 ED, 3 ET), via
+  ``monai.inferers.sliding_window_inference`` with the training patch as window.
+* :func:`predict_nifti` -- NIfTI files ``(X, Y, Z)`` -> fused and segmentation NIfTI in the
+  input geometry (same shape and affine; labels written in the chosen BraTS convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fuse4seg.device import resolve_device
+from fuse4seg.errors import InputError, ModelFileError
+from fuse4seg.rmr.data import volumes_to_store_layout
+from fuse4seg.rmr.networks import RMRNet
+
+__all__ = ["RMRModel", "load_rmr_model", "predict_volume", "sliding_window", "predict_nifti"]
+
+
+class RMRModel(nn.Module):
+    """A trained RMR-Fusion network packaged for inference.
+
+    Follows the model interface of ``fuse4seg.inference.Predictor``: attributes ``method``
+    (``"rmr3d"``), ``modalities``, ``num_classes``, ``spatial_dims`` (3), ``preprocessing``, and
+    :meth:`predict_volume` on NIfTI-axis volumes ``(1, M, X, Y, Z)``.
+    """
+
+    method = "rmr3d"
+    spatial_dims = 3
+
+    def __init__(
+        self,
+        net: RMRNet,
+        modalities: Sequence[str],
+        model_dict: dict[str, Any] | None = None,
+        overlap: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.modalities = list(modalities)
+        self.num_classes = net.config.num_classes
+        self.patch_size = tuple(net.config.patch_size)
+        self.model_dict = model_dict or {}
+        self.preprocessing = dict(self.model_dict.get("normalisation") or {})
+        self.overlap = overlap
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (B, M, D, H, W) -> ``(fused (B, 1, D, H, W), logits (B, K, D, H, W))``."""
+        out = self.net(x)
+        return out.fused, out.logits
+
+    def predict(
+        self, images: np.ndarray | torch.Tensor, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`predict_volume` on store-layout ``(M, D, H, W)`` with this model's patch."""
+        kwargs.setdefault("roi_size", self.patch_size)
+        kwargs.setdefault("overlap", self.overlap)
+        return predict_volume(self.net, images, **kwargs)
+
+    @property
+    def scale(self) -> float:
+        """In-plane scale of the training store (NIfTI input is resampled by it)."""
+        return float(self.preprocessing.get("scale", 1.0) or 1.0)
+
+    def _run(self, vol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``vol`` (1, M, Z, X, Y) at native resolution -> fused, probabilities, same grid."""
+        size = tuple(vol.shape[2:])
+        if self.scale != 1.0:
+            scaled = (size[0], round(size[1] * self.scale), round(size[2] * self.scale))
+            vol = F.interpolate(vol, size=scaled, mode="trilinear", align_corners=False)
+        fused, logits = sliding_window(self.net, vol, self.patch_size, self.overlap)
+        probs = torch.softmax(logits, dim=1)
+        if self.scale != 1.0:
+            fused = F.interpolate(fused, size=size, mode="trilinear", align_corners=False)
+            probs = F.interpolate(probs, size=size, mode="trilinear", align_corners=False)
+        return fused, probs
+
+    @torch.no_grad()
+    def predict_volume(
+        self, x: torch.Tensor, tta: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NIfTI axes ``(1, M, X, Y, Z)`` -> fused ``(1, 1, X, Y, Z)``, probabilities
+        ``(1, K, X, Y, Z)``; in-plane resampling by the store's ``scale`` and back; ``tta``
+        averages over flips of X, Y and both."""
+        vol = x.permute(0, 1, 4, 2, 3).float()  # (1, M, Z, X, Y): depth = axial axis
+        flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,), (-2, -1)] if tta else [])
+        fused_sum, prob_sum = None, None
+        for dims in flips:
+            xi = torch.flip(vol, dims) if dims else vol
+            fused, probs = self._run(xi)
+            if dims:
+                fused, probs = torch.flip(fused, dims), torch.flip(probs, dims)
+            fused_sum = fused if fused_sum is None else fused_sum + fused
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+        fused = (fused_sum / len(flips)).clamp(0, 1).permute(0, 1, 3, 4, 2)  # (1, 1, X, Y, Z)
+        probs = (prob_sum / len(flips)).permute(0, 1, 3, 4, 2)  # (1, K, X, Y, Z)
+        return fused.to(x.device), probs.to(x.device)
+
+
+def load_rmr_model(path: str | Path, device: str | torch.device = "cpu") -> RMRModel:
+    """Load an ``rmr3d`` ``model.pt`` (``torch.load(weights_only=True)``) onto ``device``.
+
+    Raises:
+        ModelFileError: missing/unreadable file, not a fuse4seg model, or another method.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "model file not found")
+    try:
+        md = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise ModelFileError(path, f"cannot read model file ({type(exc).__name__})") from None
+    if not isinstance(md, dict) or md.get("format") != "fuse4seg-model":
+        raise ModelFileError(path, "not a fuse4seg model file")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return rmr_model_from_dict(md, path).to(dev).eval()
+
+
+def rmr_model_from_dict(md: dict, path: str | Path) -> RMRModel:
+    """Build the :class:`RMRModel` of an already loaded ``rmr3d`` model dict (on the CPU).
+
+    Raises:
+        ModelFileError: another method, or weights that do not match the stored config.
+    """
+    if md.get("method") != "rmr3d":
+        raise ModelFileError(path, f"method is {md.get('method')!r}, expected 'rmr3d'")
+    try:
+        net = RMRNet.from_config(md["fusion"]["config"])
+        state = {**md["fusion"]["state_dict"], **md["segmentation"]["state_dict"]}
+        net.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(path, f"weights do not match the config ({str(exc)[:200]})") from None
+    return RMRModel(net, md["modalities"], md)
+
+
+@torch.no_grad()
+def predict_volume(
+    net: RMRNet,
+    images: np.ndarray | torch.Tensor,
+    roi_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    mode: str = "gaussian",
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse and segment a whole volume by sliding-window inference.
+
+    Args:
+        net: an :class:`RMRNet` (put in eval mode here).
+        images: ``(M, D, H, W)`` intensities in [0, 1], modalities in the model's order.
+        roi_size: window ``(d, h, w)`` (default the network's training patch); volumes smaller
+            than the window are padded and the result cropped back.
+        overlap: fraction of window overlap (0.25 default; larger is smoother but slower).
+        sw_batch_size: windows per forward pass.
+        mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
+        device: where to run (default: the network's device); the volume stays on the CPU.
+
+    Returns:
+        ``(fused (D, H, W) float32, labels (D, H, W) uint8)``.
+    """
+    if isinstance(images, np.ndarray):
+        x = torch.from_numpy(np.asarray(images, dtype=np.float32))
+    else:
+        x = images.float()
+    m = net.config.num_modalities
+    if x.ndim != 4 or x.shape[0] != m:
+        raise ValueError(f"images must be (M={m}, D, H, W), got {tuple(x.shape)}")
+    roi = tuple(int(r) for r in (roi_size or net.config.patch_size))
+    fused, logits = sliding_window(net, x[None], roi, overlap, sw_batch_size, mode, device)
+    fused_np = fused[0, 0].clamp(0, 1).numpy().astype(np.float32)
+    labels = logits[0].argmax(dim=0).numpy().astype(np.uint8)
+    return fused_np, labels
+
+
+@torch.no_grad()
+def sliding_window(
+    net: RMRNet,
+    x: torch.Tensor,
+    roi_size: Sequence[int],
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    mode: str = "gaussian",
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` (1, M, D, H, W) -> ``(fused (1, 1, D, H, W), logits (1, K, D, H, W))`` on x's device.
+
+    Windows of ``roi_size`` run on ``device`` (default the network's); overlaps are blended
+    with ``mode`` weights (``monai.inferers.sliding_window_inference``).
+    """
+    from monai.inferers import sliding_window_inference
+
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    net.eval()
+
+    def run(window: torch.Tensor) -> torch.Tensor:
+        out = net(window.to(dev))
+        return torch.cat([out.fused, out.logits], dim=1)  # (b, 1 + K, *roi)
+
+    res = sliding_window_inference(
+        x,
+        roi_size=tuple(int(r) for r in roi_size),
+        sw_batch_size=sw_batch_size,
+        predictor=run,
+        overlap=overlap,
+        mode=mode,
+        sw_device=dev,
+        device=x.device,
+    )  # (1, 1 + K, D, H, W)
+    return res[:, :1], res[:, 1:]
+
+
+def predict_nifti(
+    model: RMRModel,
+    inputs: Sequence[str | Path],
+    out_fused: str | Path | None,
+    out_seg: str | Path | None,
+    et_label: int = 4,
+    overlap: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse and segment co-registered NIfTI volumes; write results in the input geometry.
+
+    Args:
+        model: from :func:`load_rmr_model`.
+        inputs: one NIfTI per model modality, in ``model.modalities`` order, same shape/affine.
+        out_fused: fused volume path (float32 in [0, 1]) or None.
+        out_seg: segmentation path (uint8; ET written as ``et_label``, 4 = BraTS 2018-2022,
+            3 = BraTS 2023) or None.
+        et_label: label value of enhancing tumour in the written file.
+        overlap: sliding-window overlap.
+
+    Returns:
+        ``(fused (X, Y, Z), canonical labels (X, Y, Z))`` arrays.
+    """
+    from fuse4seg.data.loading import read_nifti, save_segmentation, save_volume
+
+    if len(inputs) != len(model.modalities):
+        raise InputError(
+            None, f"need {len(model.modalities)} inputs {model.modalities}, got {len(inputs)}"
+        )
+    vols, ref = [], None
+    for p in inputs:
+        arr, img = read_nifti(p)
+        if arr.ndim != 3:
+            raise InputError(p, f"expected a 3D volume, got shape {arr.shape}")
+        if ref is None:
+            ref = (arr.shape, img.affine, img.header, p)
+        elif arr.shape != ref[0] or not np.allclose(img.affine, ref[1], atol=1e-3):
+            raise InputError(p, f"geometry differs from {ref[3]} (shape or affine)")
+        vols.append(arr)
+    if ref is None:
+        raise InputError(None, "no input volumes given")
+    shape, affine, header, _ = ref
+    images = volumes_to_store_layout(vols).transpose(1, 2, 3, 0)[None]  # (1, M, X, Y, Z)
+    model.overlap = overlap
+    fused_t, probs = model.predict_volume(torch.from_numpy(np.ascontiguousarray(images)))
+    fused_xyz = fused_t[0, 0].numpy().astype(np.float32)  # (X, Y, Z)
+    labels_xyz = probs[0].argmax(dim=0).numpy().astype(np.uint8)
+    if fused_xyz.shape != shape:  # pragma: no cover - guarded by predict_volume
+        raise RuntimeError(f"prediction shape {fused_xyz.shape} != input {shape}")
+    if out_fused is not None:
+        save_volume(fused_xyz.astype(np.float32), out_fused, affine, header)
+    if out_seg is not None:
+        save_segmentation(labels_xyz, out_seg, affine, et_label=et_label, header=header)
+    return fused_xyz, labels_xyz

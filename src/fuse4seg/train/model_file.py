@@ -1,0 +1,219 @@
+"""The trained model file ``model.pt`` and the inference wrapper :class:`FusionSegModel`.
+
+``model.pt`` is a plain dict (see ``docs/architecture.md``) that ``torch.load(path,
+weights_only=True)`` reads: the method, modalities, the EMA leader (``fusion``) or a
+classical ``fusion_rule``, the follower (``segmentation``), the prepare manifest's
+normalisation and the training config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fuse4seg.errors import ModelFileError
+from fuse4seg.io.atomic import save_torch_atomic
+
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "FusionSegModel",
+    "save_model_file",
+    "load_model_file",
+]
+
+MODEL_FORMAT = "fuse4seg-model"
+MODEL_FORMAT_VERSION = 1
+
+
+class FusionSegModel(nn.Module):
+    """Fusion leader (or classical rule, or none) followed by the segmentation follower.
+
+    Args:
+        method: training method name (``fuse4seg``, ``average``, ``multichannel``, ...).
+        modalities: input modality order, e.g. ``["t1ce", "flair"]``.
+        seg_net: follower ``(B, C_in, H, W) -> logits (B, num_classes, H, W)``.
+        fusion_net: leader ``(B, M, H, W) -> FusionOutput`` or ``None``.
+        fusion_rule: classical rule (see :mod:`fuse4seg.fusion_rules`) when there is no
+            leader; ``None`` with no leader means multichannel input.
+        num_classes: number of classes of ``seg_net``.
+        preprocessing: the prepare manifest's normalisation (scale, size, percentiles).
+        input_size: in-plane size the networks were trained on.
+        fusion_preset, seg_preset: preset names (stored in ``model.pt``).
+        train_config: the resolved training config (plain dict).
+    """
+
+    spatial_dims = 2
+
+    def __init__(
+        self,
+        method: str,
+        modalities: list[str] | tuple[str, ...],
+        seg_net: nn.Module,
+        fusion_net: nn.Module | None = None,
+        fusion_rule: str | None = None,
+        num_classes: int = 4,
+        preprocessing: dict | None = None,
+        input_size: int | None = None,
+        fusion_preset: str | None = None,
+        seg_preset: str | None = None,
+        train_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if fusion_net is not None and fusion_rule is not None:
+            raise ValueError("give either fusion_net or fusion_rule, not both")
+        self.method = method
+        self.modalities = list(modalities)
+        self.num_classes = int(num_classes)
+        self.fusion_net = fusion_net
+        self.fusion_rule = fusion_rule
+        self.seg_net = seg_net
+        self.preprocessing = dict(preprocessing or {})
+        self.input_size = input_size
+        self.fusion_preset = fusion_preset
+        self.seg_preset = seg_preset
+        self.train_config = dict(train_config or {})
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.num_modalities:
+            raise ValueError(
+                f"expected input (B, {self.num_modalities}, H, W) for modalities "
+                f"{self.modalities}, got {tuple(x.shape)}"
+            )
+
+    def fuse(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Fused image ``(B, 1, H, W)`` in [0, 1] from ``x (B, M, H, W)``; ``None`` for
+        methods without a fused image (multichannel)."""
+        self._check(x)
+        if self.fusion_net is not None:
+            return self.fusion_net(x).fused
+        if self.fusion_rule is not None:
+            from fuse4seg.fusion_rules import apply_fusion_rule
+
+            return apply_fusion_rule(self.fusion_rule, x)
+        return None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``x (B, M, H, W)`` -> ``(fused (B, 1, H, W) | None, logits (B, C, H, W))``."""
+        fused = self.fuse(x)
+        logits = self.seg_net(x if fused is None else fused)
+        return fused, logits
+
+
+def _net_config(net: nn.Module) -> dict:
+    cfg = getattr(net, "config", None)
+    if cfg is None:
+        raise ValueError(f"{type(net).__name__} has no .config; cannot be saved in model.pt")
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+
+
+def save_model_file(model: FusionSegModel, path: str | Path) -> None:
+    """Write ``model`` as ``model.pt`` (plain dict, weights_only-loadable), atomically."""
+    from fuse4seg import __version__
+
+    fusion = None
+    if model.fusion_net is not None:
+        fusion = {
+            "preset": model.fusion_preset or "",
+            "config": _net_config(model.fusion_net),
+            "state_dict": model.fusion_net.state_dict(),
+        }
+    seg_cfg = _net_config(model.seg_net)
+    in_channels = 1 if (model.fusion_net is not None or model.fusion_rule) else model.num_modalities
+    payload = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "method": model.method,
+        "modalities": list(model.modalities),
+        "num_classes": model.num_classes,
+        "input_size": int(model.input_size) if model.input_size is not None else 0,
+        "fusion": fusion,
+        "fusion_rule": model.fusion_rule,
+        "segmentation": {
+            "preset": model.seg_preset or "",
+            "in_channels": in_channels,
+            "config": seg_cfg,
+            "state_dict": model.seg_net.state_dict(),
+        },
+        "normalisation": model.preprocessing,
+        "train_config": model.train_config,
+        "fuse4seg_version": __version__,
+    }
+    save_torch_atomic(payload, path)
+
+
+def _require(d: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in d:
+        raise ModelFileError(path, f"not a fuse4seg model file (missing {key!r})")
+    value = d[key]
+    if not isinstance(value, kind):
+        raise ModelFileError(path, f"corrupt model file ({key!r} has type {type(value).__name__})")
+    return value
+
+
+def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> FusionSegModel:
+    """Load ``model.pt`` (``weights_only=True``) into an eval-mode :class:`FusionSegModel`
+    (for the 3D method ``rmr3d``: a :class:`fuse4seg.rmr.predict.RMRModel`, which offers
+    ``predict_volume`` to :class:`fuse4seg.inference.Predictor`).
+
+    Raises:
+        ModelFileError: missing, truncated, foreign or incompatible file (message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "model file not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise ModelFileError(path, "not a fuse4seg model file")
+    version = data.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise ModelFileError(path, f"model format version {version} is not supported (expected 1)")
+    if data.get("method") == "rmr3d":  # the 3D RMR-Fusion model (fuse4seg.rmr)
+        from fuse4seg.rmr.predict import rmr_model_from_dict
+
+        return rmr_model_from_dict(data, path)
+    from fuse4seg.models import FusionNet, SegNet
+
+    modalities = _require(data, "modalities", list, path)
+    seg = _require(data, "segmentation", dict, path)
+    fusion = data.get("fusion")
+    try:
+        seg_net = SegNet.from_config(seg["config"])
+        seg_net.load_state_dict(seg["state_dict"])
+        fusion_net = None
+        if fusion is not None:
+            if fusion["config"].get("arch") == "v1":  # Fuse4Seg first version (fuse4seg.v1)
+                from fuse4seg.v1.networks import FusionNetV1
+
+                fusion_net = FusionNetV1.from_config(fusion["config"])
+            else:
+                fusion_net = FusionNet.from_config(fusion["config"])
+            fusion_net.load_state_dict(fusion["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(path, f"incompatible network weights ({msg[:200]})") from exc
+    model = FusionSegModel(
+        method=str(_require(data, "method", str, path)),
+        modalities=modalities,
+        seg_net=seg_net,
+        fusion_net=fusion_net,
+        fusion_rule=data.get("fusion_rule"),
+        num_classes=int(data.get("num_classes", 4)),
+        preprocessing=data.get("normalisation") or {},
+        input_size=int(data.get("input_size") or 0) or None,
+        fusion_preset=(fusion or {}).get("preset") or None,
+        seg_preset=seg.get("preset") or None,
+        train_config=data.get("train_config") or {},
+    )
+    return model.eval()

@@ -1,0 +1,596 @@
+"""The training loop around Algorithm 1: data, networks, optimisers, schedule, checkpoints.
+
+``run_training(cfg, prep_dir, run_dir)`` is the default runner of every 2D method
+(:mod:`fuse4seg.train.methods`); :class:`Trainer` does the work and can be built directly
+from any slice dataset and store (tests, benchmarks).
+
+Run folder::
+
+    config.yaml     resolved TrainConfig
+    run_info.json   manifest hash, fuse4seg version, git hash, command, device, world size
+    metrics.jsonl   one JSON object per log line (train losses, validation Dice)
+    curves.png      training curves (losses, validation Dice)
+    last.pt         checkpoint after the last completed epoch / at --max-steps
+    best.pt         checkpoint with the best validation mean Dice
+    model.pt        final EMA leader + follower (weights_only-loadable, see model_file.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fuse4seg.device import autocast_dtype, resolve_device
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+from fuse4seg.io.atomic import save_json_atomic
+from fuse4seg.train import distributed as ddp
+from fuse4seg.train.bilevel import LossWeights, NonFiniteLossError, TrainState, cosine_factor
+from fuse4seg.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from fuse4seg.train.config import TrainConfig, save_config
+from fuse4seg.train.ema import EMA
+from fuse4seg.train.evaluate import quick_dice
+from fuse4seg.train.methods import MethodSpec, check_method_options
+from fuse4seg.train.model_file import FusionSegModel, save_model_file
+from fuse4seg.train.sampler import PatientBatchSampler
+
+__all__ = ["TrainingStopped", "TrainResult", "Trainer", "run_training", "collate_slices"]
+
+
+class TrainingStopped(Fuse4SegError):
+    """Training stopped on a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished (or ``--max-steps``-stopped) run."""
+
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    best_dice: float | None
+    last_val: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def collate_slices(batch: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``[(images (M, H, W), label (H, W), case_id), ...]`` -> ``(x (B, M, H, W), y (B, H, W),
+    case_ids)``."""
+    xs = torch.stack([torch.as_tensor(b[0], dtype=torch.float32) for b in batch])
+    ys = torch.stack([torch.as_tensor(b[1]).long() for b in batch])
+    return xs, ys, [str(b[2]) for b in batch]
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def build_networks(
+    spec: MethodSpec, cfg: TrainConfig, num_modalities: int
+) -> tuple[nn.Module | None, nn.Module]:
+    """(leader or None, follower) for ``spec`` with the config's presets."""
+    from fuse4seg.models import create_fusion_net, create_seg_net
+
+    leader = create_fusion_net(cfg.fusion_preset, num_modalities) if spec.has_leader else None
+    in_ch = num_modalities if spec.seg_input == "channels" else 1
+    follower = create_seg_net(cfg.seg_preset, in_ch, num_classes=cfg.num_classes)
+    return leader, follower
+
+
+class Trainer:
+    """Runs one 2D method (warm-up epochs, then rollout epochs) with checkpoints.
+
+    Args:
+        cfg: validated :class:`TrainConfig`.
+        train_data: dataset of ``(images (M, H, W), label (H, W), case_id)`` items with
+            ``.case_ids_per_item``.
+        run_dir: output folder.
+        store: volume source for validation (``case_ids``, ``image``, ``label``) or None.
+        val_case_ids: validation cases (None = ``store.case_ids("val")``).
+        modalities: input modality names (for ``model.pt``).
+        normalisation: prepare manifest normalisation (for ``model.pt``).
+        input_size: in-plane size (for ``model.pt``).
+        device: ``auto`` / ``cpu`` / ``cuda`` ... or a ``torch.device``.
+        networks: optional ``(leader, follower)`` to use instead of building from presets.
+        progress: show a tqdm bar (rank 0).
+        run_info: extra entries for ``run_info.json``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train_data: Any,
+        run_dir: str | Path,
+        store: Any = None,
+        val_case_ids: Sequence[str] | None = None,
+        modalities: Sequence[str] = ("t1ce", "flair"),
+        normalisation: dict | None = None,
+        input_size: int | None = None,
+        device: str | torch.device = "auto",
+        networks: tuple[nn.Module | None, nn.Module] | None = None,
+        progress: bool = True,
+        run_info: dict | None = None,
+    ) -> None:
+        self.cfg = cfg.validate()
+        self.spec = check_method_options(cfg)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dist = ddp.init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.world_size > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.run_dir = Path(run_dir)
+        self.train_data = train_data
+        self.store = store
+        if val_case_ids is None and store is not None:
+            val_case_ids = list(store.case_ids("val"))
+        val_case_ids = list(val_case_ids or [])
+        if cfg.val_max_cases is not None:
+            val_case_ids = val_case_ids[: cfg.val_max_cases]
+        self.val_case_ids = val_case_ids
+        self.modalities = list(modalities)
+        self.normalisation = dict(normalisation or {})
+        self.input_size = input_size
+        self.progress = progress and self.dist.is_main
+        self.run_info = dict(run_info or {})
+        self.amp_dtype = autocast_dtype(self.device, cfg.amp)
+
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        if networks is None:
+            leader, follower = build_networks(self.spec, cfg, len(self.modalities))
+        else:
+            leader, follower = networks
+        if self.spec.has_leader and leader is None:
+            raise ValueError(f"method {cfg.method!r} needs a leader network")
+        leader = leader.to(self.device) if (self.spec.has_leader and leader is not None) else None
+        follower = follower.to(self.device)
+        for net in (leader, follower):
+            if net is not None:
+                ddp.broadcast_module(net)
+
+        self.sampler = PatientBatchSampler(
+            train_data.case_ids_per_item,
+            cfg.batch_size,
+            cfg.patients_per_batch,
+            seed=cfg.seed,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            max_batches=cfg.steps_per_epoch,
+            is_tumour=getattr(train_data, "is_tumour", None),
+            tumour_fraction=cfg.tumour_fraction,
+        )
+        self.batches_per_epoch = len(self.sampler.epoch_batches(0))
+        if self.batches_per_epoch < 1:
+            raise ConfigError(
+                f"the training split gives no complete batch of {cfg.batch_size} slices from "
+                f"{cfg.patients_per_batch} patients per process; lower batch_size"
+            )
+        self.state = self._make_state(leader, follower)
+        self.epoch = 0  # next epoch to run
+        self.batch_in_epoch = 0  # batches of `epoch` already done
+        self.best_dice: float | None = None
+        self.history_val: dict[str, float] = {}
+        self._tb = None
+
+    # --- setup ------------------------------------------------------------------------
+
+    def _total_steps(self) -> tuple[int, int]:
+        """Scheduler lengths (leader, follower) in optimiser steps, from epochs x batches."""
+        cfg, n = self.cfg, self.batches_per_epoch
+        lw, fw = self.spec.steps_per_batch(cfg, "warmup")
+        lr_, fr = self.spec.steps_per_batch(cfg, "rollout")
+        leader = n * (cfg.warmup_epochs * lw + cfg.rollout_epochs * lr_)
+        follower = n * (cfg.warmup_epochs * fw + cfg.rollout_epochs * fr)
+        return leader, follower
+
+    def _scheduler(self, opt: torch.optim.Optimizer, total: int) -> Any:
+        cfg = self.cfg
+        if cfg.schedule == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: cosine_factor(s, total, cfg.min_lr_ratio)
+        )
+
+    def _make_state(self, leader: nn.Module | None, follower: nn.Module) -> TrainState:
+        from fuse4seg.losses import DiceCELoss
+
+        cfg = self.cfg
+        total_leader, total_follower = self._total_steps()
+        opt_f = torch.optim.AdamW(
+            follower.parameters(), lr=cfg.lr_follower, weight_decay=cfg.weight_decay
+        )
+        opt_l = sched_l = scaler_l = ema = None
+        scaler_enabled = self.amp_dtype == torch.float16
+        if leader is not None:
+            opt_l = torch.optim.AdamW(
+                leader.parameters(), lr=cfg.lr_leader, weight_decay=cfg.weight_decay
+            )
+            sched_l = self._scheduler(opt_l, total_leader)
+            scaler_l = torch.amp.GradScaler(self.device.type, enabled=scaler_enabled)
+            ema = EMA(leader, cfg.ema_momentum, cfg.ema_warmup)
+        criterion = DiceCELoss(
+            num_classes=cfg.num_classes,
+            class_weights=cfg.class_weights,
+            dice_weight=cfg.dice_weight,
+            ce_weight=cfg.ce_weight,
+        ).to(self.device)
+        return TrainState(
+            follower=follower,
+            opt_follower=opt_f,
+            seg_criterion=criterion,
+            leader=leader,
+            opt_leader=opt_l,
+            ema=ema,
+            sched_follower=self._scheduler(opt_f, total_follower),
+            sched_leader=sched_l,
+            scaler_follower=torch.amp.GradScaler(self.device.type, enabled=scaler_enabled),
+            scaler_leader=scaler_l,
+            weights=LossWeights(
+                alpha=cfg.alpha if cfg.use_decomp else 0.0,
+                beta=cfg.beta if cfg.use_grad else 0.0,
+                gamma=cfg.gamma,
+            ),
+            val_fraction=cfg.val_patient_fraction,
+            inner_steps=cfg.inner_steps,
+            grad_clip=cfg.grad_clip,
+            amp_dtype=self.amp_dtype,
+        )
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (plain, weights_only-safe)."""
+        s = self.state
+
+        def sd(obj: Any) -> Any:
+            return None if obj is None else obj.state_dict()
+
+        return {
+            "config": self.cfg.to_dict(),
+            "method": self.cfg.method,
+            "follower": s.follower.state_dict(),
+            "leader": sd(s.leader),
+            "ema": sd(s.ema),
+            "opt_follower": sd(s.opt_follower),
+            "opt_leader": sd(s.opt_leader),
+            "sched_follower": sd(s.sched_follower),
+            "sched_leader": sd(s.sched_leader),
+            "scaler_follower": sd(s.scaler_follower),
+            "scaler_leader": sd(s.scaler_leader),
+            "rng": capture_rng_state(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": s.step,
+            "follower_steps": s.follower_steps,
+            "leader_steps": s.leader_steps,
+            "best_dice": self.best_dice,
+        }
+
+    def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Restore a checkpoint made by :meth:`checkpoint_state`."""
+        s = self.state
+        if ckpt.get("method") != self.cfg.method:
+            raise ConfigError(
+                f"{path}: checkpoint is for method {ckpt.get('method')!r}, not {self.cfg.method!r}"
+            )
+        try:
+            s.follower.load_state_dict(ckpt["follower"])
+            s.opt_follower.load_state_dict(ckpt["opt_follower"])
+            s.sched_follower.load_state_dict(ckpt["sched_follower"])
+            if s.scaler_follower is not None and ckpt.get("scaler_follower"):
+                s.scaler_follower.load_state_dict(ckpt["scaler_follower"])
+            if s.leader is not None:
+                s.leader.load_state_dict(ckpt["leader"])
+                s.opt_leader.load_state_dict(ckpt["opt_leader"])
+                s.sched_leader.load_state_dict(ckpt["sched_leader"])
+                if ckpt.get("scaler_leader"):
+                    s.scaler_leader.load_state_dict(ckpt["scaler_leader"])
+                s.ema.load_state_dict(ckpt["ema"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(path, f"checkpoint does not match this run ({msg[:160]})") from exc
+        restore_rng_state(ckpt["rng"])
+        self.epoch = int(ckpt["epoch"])
+        self.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        s.step = int(ckpt["step"])
+        s.follower_steps = int(ckpt["follower_steps"])
+        s.leader_steps = int(ckpt["leader_steps"])
+        self.best_dice = ckpt.get("best_dice")
+
+    def _save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.checkpoint_state(), self.run_dir / name)
+
+    # --- models -----------------------------------------------------------------------
+
+    def export_model(self) -> FusionSegModel:
+        """The inference model: EMA leader (or raw with ``--no-ema``) + follower."""
+        s = self.state
+        leader = None
+        if s.leader is not None:
+            leader = s.ema.module if (self.cfg.use_ema and s.ema is not None) else s.leader
+        return FusionSegModel(
+            method=self.cfg.method,
+            modalities=self.modalities,
+            seg_net=s.follower,
+            fusion_net=leader,
+            fusion_rule=self.spec.fusion_rule,
+            num_classes=self.cfg.num_classes,
+            preprocessing=self.normalisation,
+            input_size=self.input_size,
+            fusion_preset=self.cfg.fusion_preset if leader is not None else None,
+            seg_preset=self.cfg.seg_preset,
+            train_config=self.cfg.to_dict(),
+        )
+
+    def validate(self) -> dict[str, float]:
+        """Per-case 3D Dice (NCR, ED, ET, mean) on the validation cases (rank 0)."""
+        if not self.val_case_ids or self.store is None:
+            return {}
+        # predict_volume switches the networks to eval mode and restores their mode
+        return quick_dice(
+            self.export_model(), self.store, self.val_case_ids, self.device, batch_size=16
+        )
+
+    # --- logging ----------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            prefix = record.get("type", "train")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{prefix}/{k}", v, record.get("step", 0))
+
+    def _write_run_files(self, resumed: bool) -> None:
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        from fuse4seg import __version__
+
+        info = {
+            "fuse4seg_version": __version__,
+            "git_hash": _git_hash(),
+            "command": " ".join(sys.argv),
+            "method": self.cfg.method,
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "torch_version": torch.__version__,
+            "resumed": resumed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **self.run_info,
+        }
+        save_json_atomic(info, self.run_dir / "run_info.json")
+        if self.cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print(
+                    "warning: tensorboard is not installed; --tensorboard ignored", file=sys.stderr
+                )
+            else:
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Load ``last.pt`` (or ``path``) to continue where the run stopped."""
+        path = Path(path) if path is not None else self.run_dir / "last.pt"
+        self.load_state(load_checkpoint(path, map_location=self.device), path)
+
+    def fit(self, resumed: bool = False) -> TrainResult:
+        """Run the remaining epochs; returns a :class:`TrainResult`."""
+        from tqdm import tqdm
+
+        cfg, s = self.cfg, self.state
+        t0 = time.perf_counter()
+        self._write_run_files(resumed)
+        total_epochs = cfg.warmup_epochs + cfg.rollout_epochs
+        stopped = False
+        last_logged = s.step
+        for epoch in range(self.epoch, total_epochs):
+            stage = "warmup" if epoch < cfg.warmup_epochs else "rollout"
+            batch_fn = self.spec.warmup if stage == "warmup" else self.spec.rollout
+            self.sampler.set_epoch(epoch)
+            if hasattr(self.train_data, "set_epoch"):
+                self.train_data.set_epoch(epoch)  # augmentation draw of this epoch
+            self.sampler.set_start(self.batch_in_epoch if epoch == self.epoch else 0)
+            start = self.sampler.start
+            loader = torch.utils.data.DataLoader(
+                self.train_data,
+                batch_sampler=self.sampler,
+                num_workers=cfg.num_workers,
+                collate_fn=collate_slices,
+                generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch),
+            )
+            bar = tqdm(
+                loader,
+                total=len(self.sampler),
+                desc=f"{cfg.method} {stage} {epoch + 1}/{total_epochs}",
+                disable=not self.progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            self.epoch = epoch
+            for i, (x, y, case_ids) in enumerate(bar, start=start):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                try:
+                    terms = batch_fn(s, x, y, case_ids, cfg)
+                except NonFiniteLossError as exc:
+                    self._log({"type": "error", "epoch": epoch, "step": s.step, "error": str(exc)})
+                    self._finish_curves()
+                    last = self.run_dir / "last.pt"
+                    keep = f"; last good checkpoint: {last}" if last.exists() else ""
+                    raise TrainingStopped(
+                        f"training stopped at step {s.step} (epoch {epoch + 1}, {stage}): "
+                        f"{exc}{keep}"
+                    ) from exc
+                self.batch_in_epoch = i + 1
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in terms.items() if "upper" in k or k.endswith("seg")}
+                )
+                if s.step - last_logged >= cfg.log_every:
+                    last_logged = s.step
+                    self._log(
+                        {
+                            "type": "train",
+                            "epoch": epoch,
+                            "step": s.step,
+                            "stage": stage,
+                            "lr_follower": s.opt_follower.param_groups[0]["lr"],
+                            **(
+                                {"lr_leader": s.opt_leader.param_groups[0]["lr"]}
+                                if s.opt_leader is not None
+                                else {}
+                            ),
+                            **terms,
+                        }
+                    )
+                if cfg.max_steps is not None and s.step >= cfg.max_steps:
+                    stopped = True
+                    break
+            bar.close()
+            if stopped:  # resumes at (epoch, batch_in_epoch), end-of-epoch work included
+                self._save("last.pt")
+                break
+            self.epoch, self.batch_in_epoch = epoch + 1, 0
+            if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == total_epochs:
+                self._end_of_epoch_validation(epoch, stage)
+            self._save("last.pt")
+            ddp.barrier()
+        if self.dist.is_main:  # also at --max-steps, so smoke runs give a usable model
+            save_model_file(self.export_model(), self.run_dir / "model.pt")
+        self._finish_curves()
+        if self._tb is not None:
+            self._tb.close()
+        return TrainResult(
+            run_dir=self.run_dir,
+            steps=s.step,
+            epochs_done=self.epoch,
+            best_dice=self.best_dice,
+            last_val=self.history_val,
+            stopped_early=stopped,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _end_of_epoch_validation(self, epoch: int, stage: str) -> None:
+        if not self.dist.is_main:
+            return
+        val = self.validate()
+        if not val:
+            return
+        self.history_val = val
+        self._log({"type": "val", "epoch": epoch, "step": self.state.step, "stage": stage, **val})
+        score = val["mean"]
+        if self.best_dice is None or score > self.best_dice:
+            self.best_dice = score
+            self._save("best.pt")
+
+    def _finish_curves(self) -> None:
+        if not self.dist.is_main:
+            return
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists():
+            from fuse4seg.train.report import plot_training_curves
+
+            plot_training_curves(metrics, self.run_dir / "curves.png", title=self.cfg.method)
+
+
+def _manifest_hash(prep_dir: Path) -> str | None:
+    manifest = prep_dir / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def run_training(
+    cfg: TrainConfig,
+    prep_dir: str | Path,
+    run_dir: str | Path,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg.method`` on the prepared store ``prep_dir`` into ``run_dir``.
+
+    Checks the patient-level split of the store before training. With ``resume`` the run
+    continues from ``run_dir/last.pt`` using the checkpoint's config (``max_steps`` from
+    ``cfg``).
+
+    Raises:
+        InputError: bad store or run folder; ConfigError: bad options;
+        TrainingStopped: NaN/Inf loss.
+    """
+    from fuse4seg.data.datasets import SliceDataset
+    from fuse4seg.data.splits import assert_patient_level_split
+    from fuse4seg.data.store import PreparedStore
+
+    prep_dir, run_dir = Path(prep_dir), Path(run_dir)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        saved = TrainConfig(**{**ckpt["config"], "max_steps": cfg.max_steps})
+        cfg = dataclasses.replace(saved).validate()
+    elif (run_dir / "last.pt").exists():
+        raise InputError(run_dir, "already holds a run (last.pt); use --resume or a new folder")
+    store = PreparedStore(prep_dir)
+    assert_patient_level_split(store.manifest)
+    train_cases = list(store.case_ids("train"))
+    if len(train_cases) < cfg.patients_per_batch:
+        raise InputError(
+            prep_dir,
+            f"training split has {len(train_cases)} case(s); need >= {cfg.patients_per_batch}",
+        )
+    dataset = SliceDataset(
+        store, "train", augment=cfg.augment, tumour_fraction=cfg.tumour_fraction, seed=cfg.seed
+    )
+    manifest = store.manifest
+    normalisation = {
+        "scale": manifest.get("scale"),
+        "size": manifest.get("size"),
+        **dict(manifest.get("normalisation", {})),
+    }
+    input_size = manifest.get("size")
+    trainer = Trainer(
+        cfg,
+        dataset,
+        run_dir,
+        store=store,
+        modalities=list(store.modalities),
+        normalisation=normalisation,
+        input_size=int(input_size) if isinstance(input_size, (int, float)) else None,
+        device=device,
+        progress=progress,
+        run_info={"prep_dir": str(prep_dir), "manifest_sha256": _manifest_hash(prep_dir)},
+    )
+    if ckpt is not None:
+        trainer.load_state(ckpt, run_dir / "last.pt")
+    return trainer.fit(resumed=resume)

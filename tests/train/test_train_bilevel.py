@@ -1,0 +1,170 @@
+"""Algorithm 1 steps change exactly the parameters they should."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fuse4seg.losses import DiceCELoss
+from fuse4seg.models import create_fusion_net, create_seg_net
+from fuse4seg.train import bilevel
+from fuse4seg.train.bilevel import LossWeights, TrainState
+from fuse4seg.train.ema import EMA
+from fuse4seg.train.methods import METHODS, check_method_options, get_method
+
+
+def _state(in_channels: int = 1, leader: bool = True, inner_steps: int = 2) -> TrainState:
+    torch.manual_seed(0)
+    fus = create_fusion_net("tiny", 2) if leader else None
+    seg = create_seg_net("tiny", in_channels)
+    return TrainState(
+        follower=seg,
+        opt_follower=torch.optim.AdamW(seg.parameters(), lr=1e-2),
+        seg_criterion=DiceCELoss(4),
+        leader=fus,
+        opt_leader=torch.optim.AdamW(fus.parameters(), lr=1e-2) if fus else None,
+        ema=EMA(fus, 0.9) if fus else None,
+        weights=LossWeights(1.0, 5.0, 0.05),
+        inner_steps=inner_steps,
+    )
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 2, 16, 16, generator=g)
+    y = torch.randint(0, 4, (4, 16, 16), generator=g)
+    return x, y, ["p1", "p1", "p2", "p2"]
+
+
+def _snap(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before, module):
+    return [k for k, v in module.state_dict().items() if not torch.equal(before[k], v)]
+
+
+def test_inner_follower_steps_do_not_touch_the_leader():
+    s = _state()
+    x, y, _ = _batch()
+    lead, foll = _snap(s.leader), _snap(s.follower)
+    fused = bilevel.frozen_fusion(s.leader, x)
+    assert not fused.requires_grad and fused.shape == (4, 1, 16, 16)
+    for _ in range(2):
+        bilevel.follower_step(s, fused, y)
+    assert _changed(lead, s.leader) == []
+    assert _changed(foll, s.follower)
+    assert all(p.grad is None for p in s.leader.parameters())
+    assert (s.step, s.follower_steps, s.leader_steps) == (2, 2, 0)
+
+
+def test_leader_step_does_not_touch_the_follower():
+    s = _state()
+    x, y, _ = _batch()
+    lead, foll = _snap(s.leader), _snap(s.follower)
+    ema_before = _snap(s.ema.module)
+    terms = bilevel.leader_step(s, x, y)
+    assert _changed(foll, s.follower) == []  # parameters and buffers
+    assert all(p.requires_grad for p in s.follower.parameters())  # unfrozen afterwards
+    assert s.follower.training
+    assert _changed(lead, s.leader)
+    assert set(terms) == {"seg", "decomp", "grad", "recon", "upper"}
+    up = terms["seg"] + 1.0 * terms["decomp"] + 5.0 * terms["grad"] + 0.05 * terms["recon"]
+    assert terms["upper"] == pytest.approx(up, rel=1e-5)
+    # EMA moved by (1 - m) towards the new leader weights
+    name = next(k for k, v in s.leader.named_parameters())
+    new = s.leader.state_dict()[name]
+    expect = 0.9 * ema_before[name] + 0.1 * new
+    assert torch.allclose(s.ema.module.state_dict()[name], expect, atol=1e-6)
+
+
+def test_bilevel_cycle_splits_by_patient_and_counts_steps():
+    s = _state(inner_steps=3)
+    x, y, ids = _batch()
+    calls = []
+    orig_follower, orig_leader = bilevel.follower_step, bilevel.leader_step
+
+    def spy_follower(state, xin, yy):
+        calls.append(("f", xin.shape[0]))
+        return orig_follower(state, xin, yy)
+
+    def spy_leader(state, xx, yy):
+        calls.append(("l", xx.shape[0]))
+        return orig_leader(state, xx, yy)
+
+    bilevel.follower_step, bilevel.leader_step = spy_follower, spy_leader
+    try:
+        terms = bilevel.bilevel_cycle(s, x, y, ids)
+    finally:
+        bilevel.follower_step, bilevel.leader_step = orig_follower, orig_leader
+    # K = 3 follower steps on D_tr (patient p1: 2 slices), then 1 leader step on D_val (p2)
+    assert calls == [("f", 2)] * 3 + [("l", 2)]
+    assert (s.step, s.follower_steps, s.leader_steps) == (4, 3, 1)
+    assert "inner_seg" in terms and "leader_upper" in terms
+    with pytest.raises(ValueError, match="2 patients"):
+        bilevel.bilevel_cycle(s, x, y, ["p1"] * 4)
+
+
+@pytest.mark.parametrize(
+    "method, flags, stage, leader_changes, follower_changes",
+    [
+        ("fuse4seg", {}, "warmup", False, True),
+        ("fuse4seg", {"leader_pretrain": True}, "warmup", True, True),
+        ("fuse4seg", {}, "rollout", True, True),
+        ("fuse4seg", {"bilevel": False}, "rollout", True, True),
+        ("disjoint", {}, "warmup", True, True),
+        ("disjoint", {}, "rollout", False, True),
+        ("average", {}, "rollout", None, True),
+        ("multichannel", {}, "warmup", None, True),
+    ],
+)
+def test_each_method_changes_the_right_networks(
+    tiny_cfg, method, flags, stage, leader_changes, follower_changes
+):
+    cfg = tiny_cfg(method=method, **flags)
+    spec = check_method_options(cfg)
+    s = _state(2 if spec.seg_input == "channels" else 1, leader=spec.has_leader)
+    x, y, ids = _batch()
+    lead = _snap(s.leader) if s.leader is not None else None
+    foll = _snap(s.follower)
+    fn = spec.warmup if stage == "warmup" else spec.rollout
+    fn(s, x, y, ids, cfg)
+    if leader_changes is None:
+        assert s.leader is None
+    else:
+        assert bool(_changed(lead, s.leader)) is leader_changes
+    assert bool(_changed(foll, s.follower)) is follower_changes
+    leader_n, follower_n = spec.steps_per_batch(cfg, stage)
+    assert (s.leader_steps, s.follower_steps) == (leader_n, follower_n)
+
+
+def test_follower_step_count_is_equal_across_methods(tiny_cfg):
+    counts = set()
+    for name in ("fuse4seg", "disjoint", "average", "multichannel"):
+        cfg = tiny_cfg(method=name)
+        spec = METHODS[name]
+        counts.add(tuple(spec.steps_per_batch(cfg, st)[1] for st in ("warmup", "rollout")))
+    assert counts == {(1, 2)}
+
+
+def test_ablation_flags_are_checked(tiny_cfg):
+    from fuse4seg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--no-ema"):
+        check_method_options(tiny_cfg(method="average", use_ema=False))
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("nope")
+    s = _state()
+    s.weights = LossWeights(alpha=0.0, beta=0.0, gamma=0.05)
+    x, y, _ = _batch()
+    assert set(bilevel.leader_step(s, x, y)) == {"seg", "recon", "upper"}
+
+
+def test_nan_loss_raises_before_the_update():
+    s = _state()
+    x, y, _ = _batch()
+    x[0, 0, 0, 0] = float("nan")
+    lead = _snap(s.leader)
+    with pytest.raises(bilevel.NonFiniteLossError, match="NaN/Inf"):
+        bilevel.leader_step(s, x, y)
+    assert _changed(lead, s.leader) == []

@@ -1,0 +1,65 @@
+"""`fuse4seg train` and `fuse4seg demo` from the command line (in-process)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from fuse4seg.cli.main import main
+
+SMALL = (
+    "warmup_epochs: 1\nrollout_epochs: 1\nsteps_per_epoch: 2\nbatch_size: 4\n"
+    "inner_steps: 2\nval_max_cases: 1\n"
+)
+
+
+def _args(store, run, cfg, *extra):
+    return [
+        "train", "-d", str(store), "-o", str(run), "--preset", "tiny", "--config", str(cfg),
+        "--device", "cpu", "--threads", "1", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_train_max_steps_smoke(tiny_store, tmp_path, capsys):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL)
+    run = tmp_path / "run"
+    assert main(_args(tiny_store, run, cfg, "--max-steps", "3", "--method", "average")) == 0
+    out = capsys.readouterr().out
+    assert "stopped at --max-steps" in out
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    # stops at the first batch boundary at or after 3 steps: 2 warm-up + 1 batch of K = 2
+    assert ckpt["step"] == 4 and ckpt["method"] == "average"
+    assert (run / "model.pt").is_file() and (run / "config.yaml").is_file()
+    # resume finishes the run: 2 warm-up + 2 x K=2 rollout follower steps
+    assert main(_args(tiny_store, run, cfg, "--resume")) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 6
+
+
+def test_cli_train_user_errors_exit_2(tiny_store, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("warmup_epoch: 1\n")
+    assert main(_args(tiny_store, tmp_path / "r1", bad)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.yaml" in err and "warmup_epoch" in err
+    assert "Traceback" not in err
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(SMALL)
+    assert main(_args(tmp_path / "nostore", tmp_path / "r2", ok)) == 2
+    assert "nostore" in capsys.readouterr().err
+    assert main(_args(tiny_store, tmp_path / "r3", ok, "--method", "average", "--no-ema")) == 2
+    assert "--no-ema" in capsys.readouterr().err
+
+
+def test_cli_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--quick", "--threads", "1", "--no-progress"]) == 0
+    html = (out / "report.html").read_text()
+    for method in ("fuse4seg", "average", "multichannel"):
+        assert method in html
+    assert "Dice NCR" in html and "IoU ET" in html and "data:image/png;base64" in html
+    results = json.loads((out / "results.json").read_text())
+    for method, summary in results["summaries"].items():
+        assert 0.0 <= summary["Dice_mean"] <= 1.0, method
+    assert "mean Dice" in capsys.readouterr().out
