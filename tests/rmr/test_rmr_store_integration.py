@@ -50,3 +50,32 @@ def test_train_on_prepare_store_then_predict_nifti(prepared, tmp_path):
 def test_train_rmr_missing_store(tmp_path):
     with pytest.raises(InputError, match="not found|does not exist"):
         train_rmr(tmp_path / "nope", tmp_path / "run", {"preset": "tiny"}, log=None)
+
+
+def test_train_and_predict_through_the_main_cli_verbs(prepared, tmp_path, capsys):
+    """`fuse4seg train --method rmr3d` then `fuse4seg predict` (3D sliding window) -> NIfTI."""
+    from fuse4seg.cli.main import main
+
+    prep, folders = prepared
+    yaml_cfg = tmp_path / "rmr.yaml"
+    yaml_cfg.write_text(
+        "seg_head: unet\npatch_size: [8, 16, 16]\nstage1_steps: 1\nstage2_steps: 1\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", "-d", str(prep), "-o", str(run), "--method", "rmr3d", "--preset", "tiny",
+            "--config", str(yaml_cfg), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert torch.load(run / "model.pt", weights_only=True)["method"] == "rmr3d"
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(run / "model.pt"), "-i", str(folders[0]), "-o", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+    case_id = folders[0].name
+    ref = nib.load(str(next(folders[0].glob("*_t1.nii.gz"))))
+    seg = nib.load(str(out / f"{case_id}_seg.nii.gz"))
+    fused = nib.load(str(out / f"{case_id}_fused.nii.gz"))
+    assert seg.shape == fused.shape == ref.shape
+    np.testing.assert_allclose(seg.affine, ref.affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}  # 2021 naming: ET = 4
+    capsys.readouterr()
+    assert main(args[:-3] + ["--no-ema", "--device", "cpu"]) == 2
+    assert "--no-ema cannot be used with method 'rmr3d'" in capsys.readouterr().err

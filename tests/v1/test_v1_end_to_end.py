@@ -93,3 +93,32 @@ def test_attention_maps_saved_next_to_fused_output(trained, tmp_path):
         img = np.asarray(Image.open(p))
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_fuse_cli_saves_attention_next_to_each_fused_pair(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from fuse4seg.cli.main import main
+
+    run, _ = trained
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for name in ("p1", "p2"):
+            img = (rng.random((40, 36)) * 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / folder / f"{name}.png")
+    out = tmp_path / "out"
+    args = ["fuse", "-a", str(tmp_path / "a"), "-b", str(tmp_path / "b"), "-o", str(out),
+            "-m", str(run / "model.pt"), "--device", "cpu", "--save-attention",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    for name in ("p1", "p2"):
+        assert np.asarray(Image.open(out / f"{name}.png")).shape == (40, 36)
+        overlay = np.asarray(Image.open(out / f"{name}_attention_overlay.png"))
+        assert overlay.shape == (40, 36, 3)
+        assert (out / f"{name}_attention_mean.png").is_file()
+    # a classical rule has no attention maps: a one-line error, exit 2
+    capsys.readouterr()
+    rule_args = [a for a in args if a not in ("-m", str(run / "model.pt"))] + ["--rule", "max"]
+    assert main(rule_args) == 2
+    assert "--save-attention needs -m MODEL" in capsys.readouterr().err

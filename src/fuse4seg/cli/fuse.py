@@ -61,22 +61,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (default), cpu, cuda, cuda:N or mps; only used with -m",
     )
     parser.add_argument(
+        "--save-attention",
+        action="store_true",
+        help="with a fuse4seg-v1 model: also write its cross-attention maps next to each "
+        "fused image (<name>_attention_head<k>.png, _attention_mean.png, _attention_overlay.png)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _build_fuser(args: argparse.Namespace):
+class _AttentionWriter:
+    """Saves a v1 model's attention maps next to the pair's output (``target`` set per pair)."""
+
+    def __init__(self) -> None:
+        self.target: Path | None = None
+
+    def __call__(self, attention, grid, fused) -> None:
+        if self.target is None:  # the model check before the first pair
+            return
+        from fuse4seg.v1.attention_maps import save_attention_maps
+
+        size = tuple(fused.shape[-2:])
+        save_attention_maps(attention[:1], grid, self.target, size, fused[0, 0])
+
+
+def _build_fuser(args: argparse.Namespace, attention: _AttentionWriter | None):
+    from fuse4seg.errors import ConfigError
     from fuse4seg.inference.pair_fusion import model_fuser, rule_fuser
 
     if args.rule is not None:
+        if attention is not None:
+            raise ConfigError("--save-attention needs -m MODEL (a fuse4seg-v1 model), not --rule")
         return rule_fuser(args.rule)
     from fuse4seg.device import resolve_device
     from fuse4seg.inference.model_loading import load_model
 
     device = resolve_device(args.device)
     model = load_model(args.model, device)
-    return model_fuser(model, device, model_path=args.model)
+    return model_fuser(model, device, model_path=args.model, attention_sink=attention)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     listing = pair_files(args.dir_a, args.dir_b)
     if not listing.pairs:
         raise InputError(args.dir_a, f"no file name in common with {args.dir_b}")
-    fuser = _build_fuser(args)
+    attention = _AttentionWriter() if args.save_attention else None
+    fuser = _build_fuser(args, attention)
     out_dir: Path = args.output
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output exists and is not a folder")
@@ -107,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             report.skip(stem, f"{out} exists (use --overwrite)")
             continue
+        if attention is not None:
+            attention.target = out
         try:
             fuse_pair_files(path_a, path_b, out, fuser, gamut=args.colour)
         except Fuse4SegError as exc:

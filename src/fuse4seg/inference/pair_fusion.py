@@ -75,6 +75,7 @@ def model_fuser(
     device: torch.device | str = "cpu",
     model_path: str | Path | None = None,
     pad_multiple: int = 1,
+    attention_sink: Callable[[torch.Tensor, tuple[int, int], torch.Tensor], None] | None = None,
 ) -> Fuser:
     """A fuser running the fusion network of a trained fuse4seg model.
 
@@ -82,8 +83,13 @@ def model_fuser(
     receives source A, the second source B. Inputs are zero-padded to ``pad_multiple``
     (default 1: the fuse4seg networks pad internally).
 
+    ``attention_sink(attention (B, heads, N_q, N_k), grid, fused (B, 1, H, W))`` is called
+    with the cross-attention maps of each fused batch; only models whose fusion network returns
+    attention (``fuse4seg-v1``) have them.
+
     Raises:
-        InputError: the model takes another number of modalities or has no fused image.
+        InputError: the model takes another number of modalities, has no fused image, or
+            has no attention maps while ``attention_sink`` is given.
     """
     modalities = list(getattr(model, "modalities", []))
     if len(modalities) != 2:
@@ -96,12 +102,25 @@ def model_fuser(
         raise InputError(model_path, "pair fusion needs a 2D model (spatial_dims == 2)")
     device = torch.device(device)
     model = model.to(device).eval()
+    fusion_net = getattr(model, "fusion_net", None)
+    if attention_sink is not None and not hasattr(fusion_net, "cross_attention"):
+        raise InputError(
+            model_path,
+            f"method {getattr(model, 'method', '?')!r} has no attention maps "
+            "(--save-attention needs a fuse4seg-v1 model)",
+        )
 
     @torch.inference_mode()
     def fuse(x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[-2:])
         xp = pad_to_multiple(x.to(device, torch.float32), pad_multiple)
-        out = model.fuse(xp)
+        if attention_sink is not None:
+            from fuse4seg.v1.attention_maps import fuse_with_attention
+
+            out, attention, grid = fuse_with_attention(model.fusion_net, xp)
+            attention_sink(attention.cpu(), grid, crop_to(out.float(), size).cpu())
+        else:
+            out = model.fuse(xp)
         if out is None:
             raise InputError(
                 model_path, f"method {getattr(model, 'method', '?')!r} produces no fused image"

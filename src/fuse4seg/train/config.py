@@ -189,7 +189,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_lr_ratio": 0.1,
         "class_weights": [1.0, 2.0, 1.0, 2.0],
         "tumour_fraction": 0.9,
-        "leader_pretrain": True,
+        "leader_pretrain": False,
         "grad_clip": 5.0,
         "ema_momentum": 0.9,
         "ema_warmup": True,
