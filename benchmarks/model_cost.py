@@ -4,7 +4,8 @@ For every preset of FusionNet (M modalities -> 1 image) and SegNet (1 input chan
 classes) prints the parameter count, forward MFLOPs per 240x240 slice (FlopCounterMode,
 1 MAC = 2 FLOPs), and the forward (inference) and forward+backward wall time per slice on
 CPU (and CUDA when available), then the ratio fusion cost / segmentation cost. Also times
-the CPU-demo case: tiny preset, forward+backward on a (8, M, 96, 96) batch.
+the CPU-demo case: tiny preset, forward+backward on a (8, M, 96, 96) batch. "fwd CPU-s ms"
+is the process CPU time (all threads) of the CPU forward pass, less sensitive to other load.
 
 Usage:
     .venv/bin/python benchmarks/model_cost.py [--presets tiny base paper] [--modalities 2]
@@ -55,20 +56,22 @@ def time_fwd_bwd(
 
 def time_forward(
     net: torch.nn.Module, shape: tuple[int, ...], repeats: int, device: torch.device
-) -> float:
-    """Median seconds of one inference forward pass (eval, no_grad; after one warm-up)."""
+) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of one inference forward pass (eval, no_grad;
+    after one warm-up). CPU time (all threads) is less sensitive to other load."""
     net = net.to(device).eval()
     x = torch.rand(shape, device=device)
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         for i in range(repeats + 1):
             _sync(device)
-            start = time.perf_counter()
+            start, c0 = time.perf_counter(), time.process_time()
             net(x)
             _sync(device)
             if i > 0:
                 times.append(time.perf_counter() - start)
-    return statistics.median(times)
+                cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main() -> None:
@@ -91,7 +94,7 @@ def main() -> None:
         f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, M = {m}, "
         f"slice {s}x{s}, batch {b}; FLOPs: forward, 1 MAC = 2 FLOPs"
     )
-    header = f"{'net':<10}{'preset':<8}{'params':>12}{'MFLOPs/slice':>14}"
+    header = f"{'net':<10}{'preset':<8}{'params':>12}{'MFLOPs/slice':>14}{'fwd CPU-s ms':>14}"
     header += "".join(f"{d.type + ' fwd ms':>12}{d.type + ' fwd+bwd ms':>16}" for d in devices)
     print(header)
     rows: dict[tuple[str, str], tuple[float, list[float]]] = {}
@@ -104,10 +107,13 @@ def main() -> None:
         }
         for name, (net, shape) in nets.items():
             mflops = count_flops(net, (1,) + shape[1:]) / 1e6
-            fwd = [time_forward(net, shape, repeats, d) * 1000 / b for d in devices]
+            fwd_cpu = [time_forward(net, shape, repeats, d) for d in devices]
+            fwd = [wall * 1000 / b for wall, _ in fwd_cpu]
+            cpu_ms = fwd_cpu[0][1] * 1000 / b  # process CPU time of the CPU forward pass
             ms = [time_fwd_bwd(net, shape, repeats, d) * 1000 / b for d in devices]
             rows[(name, preset)] = (mflops, ms)
             line = f"{name:<10}{preset:<8}{count_parameters(net):>12,}{mflops:>14,.1f}"
+            line += f"{cpu_ms:>14,.1f}"
             line += "".join(f"{f:>12,.1f}{t:>16,.1f}" for f, t in zip(fwd, ms, strict=True))
             print(line, flush=True)
     print("ratio fusion / segmentation cost (time: forward+backward):")

@@ -44,10 +44,15 @@ def test_fusion_shapes(tiny_nets, m, size):
 def test_fusion_single_modality_and_base_shapes(tiny_nets):
     with torch.no_grad():
         assert tiny_nets[1](torch.rand(2, 1, 31, 17)).fused.shape == (2, 1, 31, 17)
-        base = create_fusion_net("base", 3, inn_haar=True).eval()
+        base = create_fusion_net("base", 3, inn_haar=True, squeeze_levels=1).eval()
         out = base(torch.rand(1, 3, 97, 83))
+        # the base preset itself squeezes twice (features at 1/4 resolution)
+        out2 = create_fusion_net("base", 3, inn_haar=True).eval()(torch.rand(1, 3, 97, 83))
     assert out.fused.shape == (1, 1, 97, 83)
     assert out.low.shape == (1, 3, 32, 50, 42)  # padded to 100 x 84 (multiple of 4), squeezed once
+    assert out2.fused.shape == (1, 1, 97, 83)
+    # padded to 104 x 88 (multiple of 8), squeezed twice
+    assert out2.low.shape == (1, 3, 32, 26, 22)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
@@ -138,3 +143,39 @@ def test_untrained_leader_starts_near_the_normalised_modality_mean(preset):
     no_skip = create_fusion_net(preset, 2, mean_skip=False, head_init_scale=1.0).eval()
     with torch.no_grad():
         assert (no_skip(x).fused - expected).abs().max() > 0.05
+
+
+def test_weights_mode_with_a_zero_head_is_exactly_the_normalised_mean():
+    net = create_fusion_net("tiny", 3, output_mode="weights", head_init_scale=0.0).eval()
+    x = torch.rand(2, 3, 33, 29)
+    with torch.no_grad():
+        fused = net(x).fused
+        weights = net.weight_maps(x)
+    assert weights.shape == (2, 3, 33, 29)
+    assert torch.allclose(weights, torch.full_like(weights, 1 / 3))
+    mean = x.mean(dim=1, keepdim=True)
+    lo = mean.amin(dim=(-2, -1), keepdim=True)
+    hi = mean.amax(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(fused, (mean - lo) / (hi - lo + net.config.eps), atol=1e-5)
+
+
+def test_weights_mode_output_is_linear_in_the_sources_given_the_weights():
+    """y = sum_m W_m x_m + b: scaling one pixel of one source moves y by W_m at that pixel."""
+    torch.manual_seed(1)
+    net = create_fusion_net("tiny", 2, output_mode="weights", head_init_scale=1.0).eval()
+    x = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        weights = net.weight_maps(x)
+        y = net.decode(*net.encode(x), x)
+        # same features (encode(x)), source pixel changed only in the mixing step
+        x2 = x.clone()
+        x2[0, 1, 5, 7] += 0.25
+        y2 = net.decode(*net.encode(x), x2)
+    diff = y2 - y
+    assert diff[0, 0, 5, 7].item() == pytest.approx(0.25 * weights[0, 1, 5, 7].item(), abs=1e-6)
+    diff[0, 0, 5, 7] = 0
+    assert diff.abs().max() < 1e-6
+    with pytest.raises(ValueError, match="output_mode"):
+        create_fusion_net("tiny", 2, output_mode="image").weight_maps(x)
+    with pytest.raises(ConfigError, match="output_mode"):
+        create_fusion_net("tiny", 2, output_mode="pixels")

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from fuse4seg.errors import ConfigError
+from fuse4seg.losses import DiceCELoss
 from fuse4seg.models import (
     SegNet,
     count_flops,
@@ -82,3 +83,80 @@ def test_flops_include_attention():
     convs = (8 * 8 + 8 * 8) * 16 + 8 * 16 * 4
     attention = 2 * 16 * 4 * 4 * 2
     assert count_flops(attn, (1, 8, 4, 4)) == 2 * (convs + attention)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+@pytest.mark.parametrize("size", [(97, 83), (240, 240), (5, 7), (1, 1)])
+def test_seg_stem_stride_shapes(stride, size):
+    torch.manual_seed(0)
+    net = create_seg_net("tiny", in_channels=2, num_classes=3, stem_stride=stride).eval()
+    assert net.pad_factor == stride * 2 ** (len(net.config.widths) - 1)
+    with torch.no_grad():
+        logits = net(torch.rand(2, 2, *size))
+    assert logits.shape == (2, 3, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_seg_base_uses_stride_2_stem_and_full_resolution_head():
+    net = create_seg_net("base", in_channels=1).eval()
+    assert net.config.stem_stride == 2 and net.full_stem is not None
+    assert net.stem.stride == (2, 2)
+    x = torch.rand(1, 1, 97, 83)
+    with torch.no_grad():
+        assert net(x).shape == (1, 4, 97, 83)
+    # the full-resolution path sees single pixels: changing one pixel changes its own logits
+    x2 = x.clone()
+    x2[0, 0, 40, 41] += 1.0
+    with torch.no_grad():
+        diff = (net(x2) - net(x)).abs().sum(dim=1)[0]
+    assert diff[40, 41] > 0
+
+
+def test_seg_stem_stride_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    net = create_seg_net("tiny", in_channels=1, stem_stride=2)
+    x = torch.rand(2, 1, 37, 45)
+    loss = DiceCELoss()(net(x), torch.randint(0, 4, (2, 37, 45)))
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_seg_stem_stride_round_trip_and_validation():
+    torch.manual_seed(0)
+    net = create_seg_net("tiny", in_channels=1, stem_stride=2, full_res_channels=8).eval()
+    cfg = dataclasses.asdict(net.config)
+    assert cfg["stem_stride"] == 2 and cfg["full_res_channels"] == 8
+    clone = SegNet.from_config(cfg)
+    assert clone.config == net.config
+    clone.load_state_dict(net.state_dict())
+    x = torch.rand(1, 1, 33, 29)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.eval()(x), net(x))
+    assert create_seg_net("tiny", 1).config.stem_stride == 1  # tiny / paper unchanged
+    assert create_seg_net("paper", 1).config.stem_stride == 1
+    for bad in (0, 3, 8, -2, 2.0, True, "2"):
+        with pytest.raises(ConfigError, match="stem_stride"):
+            create_seg_net("tiny", 1, stem_stride=bad)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="full_res_channels"):
+            create_seg_net("tiny", 1, full_res_channels=bad)
+
+
+def test_cpu_inference_chunking_matches_whole_batch():
+    from fuse4seg.models._padding import CPU_INFERENCE_CHUNK
+
+    torch.manual_seed(0)
+    seg = create_seg_net("tiny", in_channels=1, stem_stride=2).eval()
+    fusion = create_fusion_net("tiny", 2).eval()
+    n = 2 * CPU_INFERENCE_CHUNK + 1
+    xs, xf = torch.rand(n, 1, 40, 36), torch.rand(n, 2, 40, 36)
+    with torch.no_grad():
+        whole = seg(xs)
+        parts = torch.cat([seg(xs[i : i + 1]) for i in range(n)])
+        fused = fusion(xf)
+        fused_parts = [fusion(xf[i : i + 1]) for i in range(n)]
+    torch.testing.assert_close(whole, parts)
+    for k, field in enumerate(fused):
+        torch.testing.assert_close(field, torch.cat([p[k] for p in fused_parts]))

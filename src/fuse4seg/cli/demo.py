@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", default="fuse4seg-demo", help="output folder (default fuse4seg-demo)"
     )
     parser.add_argument(
-        "--cases", type=int, default=None, help="phantom cases (default 16; 6 with --quick)"
+        "--cases", type=int, default=None, help="phantom cases (default 20; 6 with --quick)"
     )
     parser.add_argument(
         "--preset", default="tiny", choices=["tiny", "base", "paper"], help="default tiny"

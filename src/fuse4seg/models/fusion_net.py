@@ -22,6 +22,17 @@ which every pixel attends to keys/values pooled to at most ``kv_size x kv_size``
 Working at reduced resolution after the lossless Haar squeeze is what makes the ``tiny``
 and ``base`` presets affordable on a CPU.
 
+Two output modes (``output_mode``):
+
+* ``"image"`` (``paper``): the head predicts the fused image's Haar coefficients (the image
+  itself when ``squeeze_levels = 0``), as the CDDFuse-style decoder of the spec;
+* ``"weights"`` (``tiny``, ``base``): the head predicts, at the feature resolution, one weight
+  per modality and an offset, which are upsampled bilinearly to full resolution:
+  ``y = sum_m (1/M + w_m) x_m + b`` (then min-max normalised). The fused image keeps the
+  sources' full-resolution detail, cannot show the periodic (checkerboard) artefacts of an
+  image predicted at 1/4 resolution in the Haar domain, and its weight maps show which
+  modality the leader takes where ("glass box"). ``FusionNet.weight_maps(x)`` returns them.
+
 With ``mean_skip`` (default) the decoder predicts a *correction* to the modality mean
 ``x_avg`` and its last convolution starts small (``head_init_scale``), so an untrained leader
 outputs (almost exactly) min-max normalised ``x_avg``: the image the follower is warmed up on
@@ -40,7 +51,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ._padding import pad_to_multiple
+from ._padding import cpu_chunks, pad_to_multiple
 from .layers import InvertibleSequence, RestormerBlock, TransformerBlock
 from .layers.haar import haar_squeeze, haar_unsqueeze
 from .presets import FusionNetConfig, build_fusion_config
@@ -116,10 +127,11 @@ class FusionNet(nn.Module):
         self.decoder = _stack(
             [RestormerBlock(c, cfg.heads, cfg.ffn_expansion) for _ in range(cfg.decoder_blocks)]
         )
+        out_channels = cfg.num_modalities + 1 if cfg.output_mode == "weights" else k
         self.head = nn.Sequential(
             nn.Conv2d(c, c // 2, 3, padding=1, padding_mode="reflect", bias=False),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(c // 2, k, 3, padding=1, padding_mode="reflect", bias=False),
+            nn.Conv2d(c // 2, out_channels, 3, padding=1, padding_mode="reflect", bias=False),
         )
         with torch.no_grad():
             self.head[-1].weight.mul_(cfg.head_init_scale)
@@ -143,23 +155,35 @@ class FusionNet(nn.Module):
         z = x.reshape(b * m, 1, hp, wp)  # (B*M, 1, Hp, Wp)
         for _ in range(self.config.squeeze_levels):
             z = haar_squeeze(z)  # (B*M, 4^l, Hp/2^l, Wp/2^l)
+        if z.device.type == "cpu":  # NHWC: faster depthwise / 1x1 convs with oneDNN on CPU
+            z = z.contiguous(memory_format=torch.channels_last)
         shared = self.encoder(self.embed(z))  # (B*M, C, h, w)
         low = self.low_branch(shared)
         high = self.high_branch(shared)
         c, h, w = shared.shape[1:]
         return low.reshape(b, m, c, h, w), high.reshape(b, m, c, h, w)
 
+    def _head_output(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Fusion units H_low / H_high on the modality sums, decoder, head:
+        ``(B, 4^L, h, w)`` (image mode) or ``(B, M + 1, h, w)`` (weights mode)."""
+        f_low = self.fuse_low(low.sum(dim=1))  # (B, C, h, w)
+        f_high = self.fuse_high(high.sum(dim=1))  # (B, C, h, w)
+        y = self.reduce(torch.cat([f_low, f_high], dim=1))  # (B, C, h, w)
+        return self.head(self.decoder(y))
+
     def decode(
         self, low: torch.Tensor, high: torch.Tensor, x: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Fuse ``low, high (B, M, C, h, w)`` -> raw (un-normalised) image ``(B, 1, Hp, Wp)``.
 
-        ``x (B, M, Hp, Wp)``, the padded input, is needed when ``config.mean_skip`` is on.
+        ``x (B, M, Hp, Wp)``, the padded input, is needed for ``output_mode="weights"`` and
+        when ``config.mean_skip`` is on.
         """
-        f_low = self.fuse_low(low.sum(dim=1))  # (B, C, h, w)
-        f_high = self.fuse_high(high.sum(dim=1))  # (B, C, h, w)
-        y = self.reduce(torch.cat([f_low, f_high], dim=1))  # (B, C, h, w)
-        y = self.head(self.decoder(y))  # (B, 4^L, h, w)
+        y = self._head_output(low, high)
+        if self.config.output_mode == "weights":
+            if x is None:
+                raise ValueError("decode() needs the padded input x when output_mode='weights'")
+            return self._apply_weights(y, x)
         if self.config.mean_skip:
             if x is None:
                 raise ValueError("decode() needs the padded input x when mean_skip is on")
@@ -171,12 +195,45 @@ class FusionNet(nn.Module):
             y = haar_unsqueeze(y)
         return y  # (B, 1, Hp, Wp)
 
+    def _weights_and_offset(self, y: torch.Tensor, size: tuple[int, int]):
+        """Head output ``(B, M + 1, h, w)`` -> full-resolution weights ``(B, M, Hp, Wp)``
+        (``1/M + w_m``, or ``w_m`` without ``mean_skip``) and
+        offset ``(B, 1, Hp, Wp)``."""
+        m = self.num_modalities
+        if y.shape[-2:] != size:
+            y = nn.functional.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        prior = 1.0 / m if self.config.mean_skip else 0.0
+        return prior + y[:, :m], y[:, m:]
+
+    def _apply_weights(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        weights, offset = self._weights_and_offset(y, tuple(x.shape[-2:]))
+        return (weights * x).sum(dim=1, keepdim=True) + offset  # (B, 1, Hp, Wp)
+
+    @torch.no_grad()
+    def weight_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-modality weight maps ``(B, M, H, W)`` of ``output_mode="weights"`` (before the
+        final min-max normalisation): where the leader takes which modality."""
+        if self.config.output_mode != "weights":
+            raise ValueError("weight_maps() needs output_mode='weights'")
+        xp, (h, w) = pad_to_multiple(x, self.pad_factor)
+        y = self._head_output(*self.encode(xp))
+        weights, _ = self._weights_and_offset(y, tuple(xp.shape[-2:]))
+        return weights[..., :h, :w]
+
     def forward(self, x: torch.Tensor) -> FusionOutput:
         """``x (B, M, H, W)`` in [0, 1] -> ``FusionOutput(fused (B, 1, H, W), low, high)``."""
         if x.ndim != 4 or x.shape[1] != self.num_modalities:
             raise ValueError(
                 f"FusionNet expects (B, {self.num_modalities}, H, W), got {tuple(x.shape)}"
             )
+        chunks = cpu_chunks(x)
+        if chunks is not None:  # CPU inference: a few slices at a time (cache-friendly)
+            outs = [self._forward(c) for c in chunks]
+            return FusionOutput(*(torch.cat(parts) for parts in zip(*outs, strict=True)))
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> FusionOutput:
+        """Unchecked :meth:`forward` of ``x (B, M, H, W)``."""
         xp, (h, w) = pad_to_multiple(x, self.pad_factor)
         low, high = self.encode(xp)
         y = self.decode(low, high, xp)[..., :h, :w]  # (B, 1, H, W)

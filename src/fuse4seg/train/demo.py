@@ -31,11 +31,11 @@ DEMO_METHODS: tuple[str, ...] = ("fuse4seg", "average", "multichannel")
 class DemoSettings:
     """Sizes of one demo run (full or ``--quick``)."""
 
-    cases: int = 16
+    cases: int = 20
     shape: tuple[int, int, int] = (96, 96, 48)
     scale: float = 2 / 3  # 96 -> 64 pixels in-plane
     size: int = 64
-    split: tuple[float, float, float] = (0.625, 0.125, 0.25)  # 10 / 2 / 4 of 16 cases
+    split: tuple[float, float, float] = (0.6, 0.1, 0.3)  # 12 / 2 / 6 of 20 cases
     overrides: tuple[tuple[str, Any], ...] = ()
 
     @classmethod

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .norm import LayerNorm2d
+from .norm import LayerNorm2d, match_memory_format, pointwise
 
 __all__ = ["SpatialSelfAttention", "TransformerBlock", "sinusoidal_position_2d"]
 
@@ -72,14 +72,15 @@ class SpatialSelfAttention(nn.Module):
         if self.kv_size is not None and (h > self.kv_size or w > self.kv_size):
             src = F.adaptive_avg_pool2d(x, (min(h, self.kv_size), min(w, self.kv_size)))
         # contiguous (B, nh, tokens, hd) inputs let SDPA use its fused kernel (else: math path)
-        q = self.q(x).reshape(b, self.heads, hd, h * w).transpose(-2, -1).contiguous()
-        k, v = self.kv(src).chunk(2, dim=1)
+        q = pointwise(self.q, x).reshape(b, self.heads, hd, h * w).transpose(-2, -1).contiguous()
+        k, v = pointwise(self.kv, src).chunk(2, dim=1)
         n_kv = src.shape[-2] * src.shape[-1]
         k = k.reshape(b, self.heads, hd, n_kv).transpose(-2, -1).contiguous()  # (B, nh, Nkv, hd)
         v = v.reshape(b, self.heads, hd, n_kv).transpose(-2, -1).contiguous()  # (B, nh, Nkv, hd)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, nh, N, hd)
         out = out.transpose(-2, -1).reshape(b, c, h, w)  # (B, C, H, W)
-        return self.proj(out)
+        out = match_memory_format(out, x)
+        return pointwise(self.proj, out)
 
 
 class TransformerBlock(nn.Module):
@@ -97,5 +98,7 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
         x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        fc1, act, fc2 = self.mlp  # 1x1 convs, run as GEMMs on channels-last maps
+        return x + pointwise(fc2, act(pointwise(fc1, self.norm2(x))))

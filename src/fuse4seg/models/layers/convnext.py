@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .norm import LayerNorm2d
+from .norm import LayerNorm2d, pointwise
 
 __all__ = ["ConvNeXtBlock"]
 
@@ -34,7 +34,6 @@ class ConvNeXtBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x)))))
-        if self.gamma is not None:
-            y = y * self.gamma
-        return x + y
+        """(B, C, H, W) -> (B, C, H, W)."""
+        y = self.act(pointwise(self.pwconv1, self.norm(self.dwconv(x))))  # (B, 4C, H, W)
+        return x + pointwise(self.pwconv2, y, self.gamma)  # layer scale folded into pwconv2

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .norm import LayerNorm2d
+from .norm import LayerNorm2d, match_memory_format, pointwise
 
 __all__ = ["MDTA", "GDFN", "RestormerBlock"]
 
@@ -33,7 +33,7 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dw(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = self.qkv_dw(pointwise(self.qkv, x)).chunk(3, dim=1)
         q = q.reshape(b, self.heads, c // self.heads, h * w)  # (B, nh, C/nh, N)
         k = k.reshape(b, self.heads, c // self.heads, h * w)
         v = v.reshape(b, self.heads, c // self.heads, h * w)
@@ -41,7 +41,7 @@ class MDTA(nn.Module):
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, nh, C/nh, C/nh)
         out = attn.softmax(dim=-1) @ v  # (B, nh, C/nh, N)
-        return self.proj(out.reshape(b, c, h, w))
+        return pointwise(self.proj, match_memory_format(out.reshape(b, c, h, w), x))
 
 
 class GDFN(nn.Module):
@@ -55,8 +55,8 @@ class GDFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        x1, x2 = self.dwconv(pointwise(self.project_in, x)).chunk(2, dim=1)
+        return pointwise(self.project_out, F.gelu(x1) * x2)
 
 
 class RestormerBlock(nn.Module):
