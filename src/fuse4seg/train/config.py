@@ -175,11 +175,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Same algorithm, mid-size networks and a shorter schedule.
     "base": {},
     # CPU demo on the phantom: tiny networks, few short epochs, faster learning rates,
-    # EMA with warm-up (few leader steps), K = 3.
+    # EMA with warm-up (few leader steps), K = 3. The warm-up must leave a follower that
+    # already segments x_avg: the leader's semantic gradients come from it.
     "tiny": {
         "fusion_preset": "tiny",
         "seg_preset": "tiny",
-        "warmup_epochs": 2,
+        "warmup_epochs": 4,
         "rollout_epochs": 8,
         "inner_steps": 3,
         "steps_per_epoch": 16,
