@@ -1,0 +1,630 @@
+"""``benchmark seg``: the rows of Table 1 and Table 3 of the Fuse4Seg paper, trained and
+scored under identical data, split, follower and schedule.
+
+Every method is trained by :class:`fuse4seg.train.trainer.Trainer` on the prepared store's
+``train`` split with the same :class:`~fuse4seg.train.config.TrainConfig` (preset + YAML +
+overrides; only ``method``, the ablation flags and ``seed`` differ), so every row makes the
+same number of follower steps on the same batches. The final model (EMA leader + follower,
+no checkpoint selection) is scored on every case of the ``test`` split: 3D Dice, IoU and
+HD95 (mm, at the store's voxel spacing) of the labels NCR, ED, ET and the regions WT, TC.
+
+Methods (``--methods``; default: all):
+
+=================  ==========================================================================
+disjoint pipelines (fuse, then segment with the SegNet follower on the fused image)
+``average``        rule: mean of the modalities (the trainer's ``average`` method)
+``max``            rule: per-pixel maximum
+``laplacian``      rule: Laplacian pyramid
+``dwt``            rule: discrete wavelet transform (PyWavelets)
+``pca``            rule: PCA weighting
+``disjoint``       our FusionNet trained on the fusion losses only, frozen, then the follower
+direct multi-channel segmentation (the M modalities as input channels)
+``multichannel``   our SegNet with M input channels
+``dynunet``        MONAI DynUNet 2D (nnU-Net-like), same schedule and loss
+``swinunetr``      MONAI SwinUNETR 2D (sides padded to a multiple of 32)
+Fuse4Seg and ablations (Table 3, each drops one component)
+``fuse4seg``       full bi-level training
+``no-bilevel``     joint training of leader and follower (one loss)
+``no-decomp``      alpha = 0 (no L_decomp)
+``no-grad``        beta = 0 (no L_grad)
+=================  ==========================================================================
+
+Rule pipelines train the follower on the rule's output at every step (warm-up and rollout),
+registered as trainer methods ``rule-<name>`` (see :func:`register_rule_methods`).
+
+Outputs in ``OUT``: ``seg_results.md`` (Dice, IoU, HD95 and cost tables), ``seg_results.csv``
+(mean and std columns), ``seg_per_case.csv``, ``seg_examples_<group>.png``, ``report.html``,
+``benchmark_seg.json`` and one trainer run folder per method and seed under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fuse4seg.benchmark.tables import MeanStd, mean_std, to_csv, to_markdown
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+from fuse4seg.io.atomic import atomic_path, save_json_atomic
+
+__all__ = [
+    "SegMethod",
+    "SEG_METHODS",
+    "GROUPS",
+    "LABELS",
+    "register_rule_methods",
+    "MethodRun",
+    "SegBenchmarkResult",
+    "run_seg_benchmark",
+]
+
+#: scored labels and regions, in table order
+LABELS: tuple[str, ...] = ("NCR", "ED", "ET", "WT", "TC")
+GROUPS: tuple[str, ...] = ("disjoint", "multichannel", "fuse4seg")
+_GROUP_TITLES = {
+    "disjoint": "Disjoint fusion-segmentation pipelines",
+    "multichannel": "Direct multi-channel segmentation",
+    "fuse4seg": "Fuse4Seg and ablations",
+}
+_RULES = ("average", "max", "laplacian", "dwt", "pca")
+
+
+@dataclass(frozen=True)
+class SegMethod:
+    """One benchmark row.
+
+    Attributes:
+        name: the ``--methods`` name.
+        group: ``disjoint``, ``multichannel`` or ``fuse4seg``.
+        train_method: trainer method (:mod:`fuse4seg.train.methods`).
+        flags: config overrides (ablation flags).
+        backbone: external MONAI follower (``dynunet``, ``swinunetr``) or None (SegNet).
+        description: one line for the report.
+    """
+
+    name: str
+    group: str
+    train_method: str
+    flags: dict = field(default_factory=dict)
+    backbone: str | None = None
+    description: str = ""
+
+
+SEG_METHODS: dict[str, SegMethod] = {
+    m.name: m
+    for m in [
+        SegMethod("average", "disjoint", "average", description="mean of the modalities + SegNet"),
+        *[
+            SegMethod(r, "disjoint", f"rule-{r}", description=f"{r} fusion rule + SegNet")
+            for r in _RULES[1:]
+        ],
+        SegMethod(
+            "disjoint",
+            "disjoint",
+            "disjoint",
+            description="FusionNet trained on fusion losses only, then SegNet",
+        ),
+        SegMethod(
+            "multichannel",
+            "multichannel",
+            "multichannel",
+            description="SegNet on the M stacked modalities",
+        ),
+        SegMethod(
+            "dynunet",
+            "multichannel",
+            "multichannel",
+            backbone="dynunet",
+            description="MONAI DynUNet 2D (nnU-Net-like) on the M modalities",
+        ),
+        SegMethod(
+            "swinunetr",
+            "multichannel",
+            "multichannel",
+            backbone="swinunetr",
+            description="MONAI SwinUNETR 2D on the M modalities",
+        ),
+        SegMethod("fuse4seg", "fuse4seg", "fuse4seg", description="Fuse4Seg, bi-level (full)"),
+        SegMethod(
+            "no-bilevel",
+            "fuse4seg",
+            "fuse4seg",
+            {"bilevel": False},
+            description="Fuse4Seg without bi-level (joint training)",
+        ),
+        SegMethod(
+            "no-decomp",
+            "fuse4seg",
+            "fuse4seg",
+            {"use_decomp": False},
+            description="Fuse4Seg without L_decomp",
+        ),
+        SegMethod(
+            "no-grad",
+            "fuse4seg",
+            "fuse4seg",
+            {"use_grad": False},
+            description="Fuse4Seg without L_grad",
+        ),
+    ]
+}
+
+
+def _rule_batch_fns(rule: str):
+    from fuse4seg.fusion_rules import get_fusion_rule
+    from fuse4seg.train import bilevel
+
+    fuse = get_fusion_rule(rule)
+
+    def warmup(state, x, y, case_ids, cfg) -> dict:
+        with torch.no_grad():
+            x_in = fuse(x)
+        return {"seg": bilevel.follower_step(state, x_in, y)}
+
+    def rollout(state, x, y, case_ids, cfg) -> dict:
+        with torch.no_grad():
+            x_in = fuse(x)
+        loss = 0.0
+        for _ in range(cfg.inner_steps):
+            loss = bilevel.follower_step(state, x_in, y)
+        return {"seg": loss}
+
+    def steps(cfg, stage: str) -> tuple[int, int]:
+        return (0, 1) if stage == "warmup" else (0, cfg.inner_steps)
+
+    return warmup, rollout, steps
+
+
+def register_rule_methods(rules: Sequence[str] = _RULES[1:]) -> list[str]:
+    """Register trainer methods ``rule-<name>``: the follower trained on a classical rule's
+    fused image at every step (warm-up: 1 step per batch, rollout: K steps), the rule stored
+    in ``model.pt`` as ``fusion_rule``. Idempotent; returns the method names."""
+    from fuse4seg.train.methods import METHODS, MethodSpec, register_method
+
+    names = []
+    for rule in rules:
+        name = f"rule-{rule}"
+        names.append(name)
+        if name in METHODS:
+            continue
+        warmup, rollout, steps = _rule_batch_fns(rule)
+        register_method(
+            MethodSpec(
+                name,
+                f"follower on the classical {rule} fusion rule's image (disjoint pipeline)",
+                has_leader=False,
+                seg_input="mean",  # one input channel, like the mean
+                fusion_rule=rule,
+                warmup=warmup,
+                rollout=rollout,
+                steps_per_batch=steps,
+            )
+        )
+    return names
+
+
+@dataclass
+class MethodRun:
+    """One trained and scored (method, seed)."""
+
+    method: str
+    seed: int
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    parameters: int = 0
+    train_seconds: float = 0.0
+    infer_ms_per_slice: float = 0.0
+    follower_steps: int = 0
+    leader_steps: int = 0
+    example: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class SegBenchmarkResult:
+    """All runs, the summary rows and the files written."""
+
+    out_dir: Path
+    runs: list[MethodRun] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _example_slice(store, case_id: str) -> int:
+    """The test slice with the most tumour voxels (the middle slice when there is none)."""
+    label = np.asarray(store.label(case_id))
+    counts = (label > 0).reshape(label.shape[0], -1).sum(axis=1)
+    return int(np.argmax(counts)) if counts.max() > 0 else label.shape[0] // 2
+
+
+def _score_model(
+    model: torch.nn.Module,
+    store,
+    case_ids: Sequence[str],
+    device: torch.device,
+    example: tuple[str, int] | None,
+) -> tuple[list[dict], float, dict]:
+    """Per-case metrics, inference ms per slice, and the example slice's fused/pred."""
+    from fuse4seg.metrics.segmentation import compute_segmentation_metrics
+    from fuse4seg.train.evaluate import predict_volume, store_spacing
+
+    rows, seconds, slices, ex = [], 0.0, 0, {}
+    model.eval()
+    for cid in case_ids:
+        image = np.asarray(store.image(cid), dtype=np.float32)
+        t0 = time.perf_counter()
+        pred, fused = predict_volume(model, image, device, batch_size=16, return_fused=True)
+        seconds += time.perf_counter() - t0
+        slices += image.shape[0]
+        gt = np.asarray(store.label(cid))
+        scores = compute_segmentation_metrics(pred, gt, spacing=store_spacing(store, cid))
+        row: dict[str, Any] = {"case_id": cid}
+        for metric in ("Dice", "IoU", "HD95"):
+            row.update({f"{metric}_{lab}": float(scores[lab][metric]) for lab in LABELS})
+        rows.append(row)
+        if example is not None and cid == example[0]:
+            z = example[1]
+            ex = {"pred": pred[z], "fused": None if fused is None else fused[z]}
+    return rows, 1000.0 * seconds / max(1, slices), ex
+
+
+def _dice_mean(row: dict) -> float:
+    vals = [row.get(f"Dice_{k}") for k in ("NCR", "ED", "ET")]
+    return float(np.mean(vals)) if all(v is not None for v in vals) else math.nan
+
+
+def _train_one(
+    method: SegMethod,
+    seed: int,
+    cfg_base,
+    store,
+    dataset,
+    run_dir: Path,
+    device: torch.device,
+    test_ids: Sequence[str],
+    example: tuple[str, int] | None,
+    log: Callable[[str], None] | None,
+) -> MethodRun:
+    from fuse4seg.train.trainer import Trainer
+
+    cfg = dataclasses.replace(cfg_base, method=method.train_method, seed=seed, **method.flags)
+    cfg = cfg.validate()
+    networks = None
+    modalities = list(store.modalities)
+    if method.backbone is not None:
+        from fuse4seg.benchmark.backbones import create_backbone
+
+        torch.manual_seed(seed)
+        networks = (
+            None,
+            create_backbone(method.backbone, len(modalities), cfg.num_classes, cfg.seg_preset),
+        )
+    trainer = Trainer(
+        cfg,
+        dataset,
+        run_dir,
+        store=store,
+        modalities=modalities,
+        normalisation={  # as fuse4seg.train.trainer.run_training records it in model.pt
+            "scale": store.manifest.get("scale"),
+            "size": store.manifest.get("size"),
+            **dict(store.manifest.get("normalisation", {})),
+        },
+        input_size=int(store.manifest.get("size", 0)) or None,
+        device=device,
+        networks=networks,
+        progress=False,
+        run_info={"benchmark_method": method.name, "prep_dir": str(store.root)},
+    )
+    t0 = time.perf_counter()
+    trainer.fit()
+    run = MethodRun(method=method.name, seed=seed, train_seconds=time.perf_counter() - t0)
+    run.follower_steps = trainer.state.follower_steps
+    run.leader_steps = trainer.state.leader_steps
+    model = trainer.export_model().to(device)
+    run.parameters = sum(p.numel() for p in model.parameters())
+    run.cases, run.infer_ms_per_slice, run.example = _score_model(
+        model, store, test_ids, device, example
+    )
+    if log:
+        md = np.nanmean([_dice_mean(r) for r in run.cases])
+        log(
+            f"{method.name} seed {seed}: mean Dice {md:.3f}, train {run.train_seconds:.0f}s, "
+            f"{run.follower_steps} follower / {run.leader_steps} leader steps"
+        )
+    return run
+
+
+def _summary_rows(runs: Sequence[MethodRun], order: Sequence[str]) -> list[dict]:
+    rows = []
+    for name in order:
+        mruns = [r for r in runs if r.method == name and r.error is None]
+        if not mruns:
+            continue
+        cases = [c for r in mruns for c in r.cases]
+        row: dict[str, Any] = {
+            "method": name,
+            "group": SEG_METHODS[name].group,
+            "seeds": len(mruns),
+            "cases": len(cases),
+        }
+        for metric in ("Dice", "IoU", "HD95"):
+            for lab in LABELS:
+                row[f"{metric}_{lab}"] = mean_std(c.get(f"{metric}_{lab}", math.nan) for c in cases)
+        row["Dice_mean"] = mean_std(_dice_mean(c) for c in cases)
+        row["IoU_mean"] = mean_std(
+            float(np.mean([c[f"IoU_{k}"] for k in ("NCR", "ED", "ET")])) for c in cases
+        )
+        seed_means = [float(np.nanmean([_dice_mean(c) for c in r.cases])) for r in mruns]
+        row["Dice_mean_seed_std"] = float(np.std(seed_means)) if len(seed_means) > 1 else math.nan
+        row["params_M"] = mruns[0].parameters / 1e6
+        row["train_s"] = float(np.mean([r.train_seconds for r in mruns]))
+        row["infer_ms_per_slice"] = float(np.mean([r.infer_ms_per_slice for r in mruns]))
+        row["follower_steps"] = mruns[0].follower_steps
+        row["leader_steps"] = mruns[0].leader_steps
+        rows.append(row)
+    return rows
+
+
+def _table_sections(summary: list[dict]) -> list[tuple[str, list[str], list[dict]]]:
+    """(title, columns, rows) of the Markdown / HTML tables."""
+    out = []
+    for metric, title in (("Dice", "Dice"), ("IoU", "IoU"), ("HD95", "HD95 (mm)")):
+        cols = ["method", "group", *[f"{metric}_{k}" for k in LABELS]]
+        if metric != "HD95":
+            cols.append(f"{metric}_mean")
+        rows = [{c: r[c] for c in cols} for r in summary]
+        header = {c: c.replace(f"{metric}_", "") for c in cols}
+        rows = [{header[c]: v for c, v in r.items()} for r in rows]
+        out.append((title, [header[c] for c in cols], rows))
+    cost_cols = [
+        "method",
+        "params_M",
+        "train_s",
+        "infer_ms_per_slice",
+        "follower_steps",
+        "leader_steps",
+        "Dice_mean_seed_std",
+    ]
+    out.append(("Cost", cost_cols, [{c: r[c] for c in cost_cols} for r in summary]))
+    return out
+
+
+def _write_reports(
+    res: SegBenchmarkResult,
+    store,
+    example: tuple[str, int] | None,
+    info: dict,
+    figures: bool = True,
+) -> None:
+    """Markdown / CSV tables; with ``figures`` also the example figures and the HTML."""
+    from fuse4seg.train.report import html_table, plot_slice_grid, write_html_report
+
+    out = res.out_dir
+    sections = _table_sections(res.summary)
+    md = ["# Segmentation benchmark", ""]
+    md.append(
+        f"Store `{info['prep_dir']}` ({', '.join(info['modalities'])}; "
+        f"{info['num_train_cases']} train / {info['num_test_cases']} test cases), preset "
+        f"`{info['preset']}`, seeds {info['seeds']}, device {info['device']}. "
+        "Mean ± std over test cases (pooled over seeds) of per-case 3D scores; HD95 in mm "
+        "(both empty: 0; one empty: the volume diagonal, BraTS convention)."
+    )
+    md.append("")
+    for title, cols, rows in sections:
+        md += [f"## {title}", "", to_markdown(rows, cols)]
+    with atomic_path(out / "seg_results.md") as tmp:
+        tmp.write_text("\n".join(md))
+    wide_cols = list(res.summary[0].keys()) if res.summary else ["method"]
+    with atomic_path(out / "seg_results.csv") as tmp:
+        tmp.write_text(to_csv(res.summary, wide_cols))
+    case_rows = [
+        {"method": r.method, "seed": r.seed, **c}
+        for r in res.runs
+        if r.error is None
+        for c in r.cases
+    ]
+    with atomic_path(out / "seg_per_case.csv") as tmp:
+        tmp.write_text(to_csv(case_rows))
+    if not figures:
+        return
+
+    images = []
+    if example is not None and res.runs:
+        cid, z = example
+        image = np.asarray(store.image(cid)[z], dtype=np.float32)  # (M, H, W)
+        seed0: dict[str, MethodRun] = {}  # first successful seed of each method
+        for r in res.runs:
+            if r.error is None and r.example and r.method not in seed0:
+                seed0[r.method] = r
+        for group in GROUPS:  # one figure per table group keeps the figures readable
+            members = {m: r for m, r in seed0.items() if SEG_METHODS[m].group == group}
+            if not members:
+                continue
+            row = {
+                "title": f"{cid} slice {z}",
+                "sources": {m: image[i] for i, m in enumerate(store.modalities)},
+                "fused": {m: r.example.get("fused") for m, r in members.items()},
+                "gt": np.asarray(store.label(cid)[z]),
+                "preds": {m: r.example["pred"] for m, r in members.items()},
+            }
+            png = out / f"seg_examples_{group}.png"
+            plot_slice_grid([row], png)
+            images.append((png, f"{_GROUP_TITLES[group]}: test case {cid}, slice {z}"))
+
+    html_sections: list[dict] = [{"heading": "Setup", "text": md[2]}]
+    for title, cols, rows in sections:
+        table_rows = []
+        for r in rows:
+            table_rows.append([r[c].mean if isinstance(r[c], MeanStd) else r[c] for c in cols])
+        bold = [] if title.startswith("HD95") or title == "Cost" else range(1, len(cols))
+        html_sections.append(
+            {"heading": title, "html": html_table(cols, table_rows, bold_max_columns=bold)}
+        )
+    if images:
+        html_sections.append({"heading": "Example", "images": images})
+    if res.failed:
+        html_sections.append(
+            {"heading": "Failed", "text": "; ".join(f"{k}: {v}" for k, v in res.failed.items())}
+        )
+    write_html_report(out / "report.html", "fuse4seg segmentation benchmark", html_sections)
+    res.files = [
+        out / n
+        for n in (
+            "seg_results.md",
+            "seg_results.csv",
+            "seg_per_case.csv",
+            "report.html",
+            "benchmark_seg.json",
+        )
+    ]
+    res.files.extend(png for png, _ in images)
+
+
+def run_seg_benchmark(
+    prep_dir: str | Path,
+    out_dir: str | Path,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    preset: str = "base",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
+    max_test_cases: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> SegBenchmarkResult:
+    """Train and score the selected methods on a prepared store; write tables and report.
+
+    Args:
+        prep_dir: a ``fuse4seg prepare`` store (its train split trains, its test split scores).
+        out_dir: output folder.
+        methods: names from :data:`SEG_METHODS` (default: all, in table order).
+        seeds: one training run per method and seed.
+        preset: training preset (``tiny``, ``base``, ``paper``).
+        config_file: YAML overrides of the preset (same keys as ``fuse4seg train``).
+        overrides: further config overrides (e.g. ``{"warmup_epochs": 1}``); ``method``,
+            ``seed`` and the ablation flags are set per row and may not be given.
+        max_test_cases: score only the first N test cases (quick runs).
+
+    Returns:
+        :class:`SegBenchmarkResult`; a method that fails (bad config, NaN loss) is recorded
+        in ``failed`` and the others still run.
+    """
+    from fuse4seg.data import PreparedStore, SliceDataset, assert_patient_level_split
+    from fuse4seg.device import resolve_device
+    from fuse4seg.train.config import make_config
+
+    names = list(SEG_METHODS) if not methods else list(dict.fromkeys(methods))
+    unknown = [m for m in names if m not in SEG_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark methods {unknown}; choose from {list(SEG_METHODS)}")
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    overrides = dict(overrides or {})
+    fixed = {"method", "seed", "bilevel", "use_decomp", "use_grad"} & set(overrides)
+    if fixed:
+        raise ConfigError(f"config keys {sorted(fixed)} are set per benchmark row")
+    cfg_base = make_config(preset, config_file, **overrides)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output exists and is not a folder")
+    store = PreparedStore(prep_dir)
+    try:
+        assert_patient_level_split(store.manifest)
+    except ValueError as exc:
+        raise InputError(Path(prep_dir), f"split is not patient-level ({exc})") from None
+    test_ids = list(store.case_ids("test"))
+    if max_test_cases is not None:
+        test_ids = test_ids[:max_test_cases]
+    if not test_ids:
+        raise InputError(Path(prep_dir), "the store's test split is empty")
+    train_ids = list(store.case_ids("train"))
+    if len(train_ids) < cfg_base.patients_per_batch:
+        raise InputError(
+            Path(prep_dir),
+            f"training split has {len(train_ids)} case(s); need >= {cfg_base.patients_per_batch}",
+        )
+    dev = resolve_device(device) if isinstance(device, str) else device
+    register_rule_methods()
+    example = (test_ids[0], _example_slice(store, test_ids[0]))
+    res = SegBenchmarkResult(out_dir=out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    info = {
+        "prep_dir": str(prep_dir),
+        "modalities": list(store.modalities),
+        "methods": names,
+        "seeds": seeds,
+        "preset": preset,
+        "config_file": None if config_file is None else str(config_file),
+        "overrides": overrides,
+        "config": cfg_base.to_dict(),
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "train_cases": train_ids,
+        "test_cases": test_ids,
+        "num_train_cases": len(train_ids),
+        "num_test_cases": len(test_ids),
+    }
+    # table order is the canonical row order, whatever order the rows were run in
+    order = [m for m in SEG_METHODS if m in names]
+
+    def write_all(complete: bool) -> None:
+        res.summary = _summary_rows(res.runs, order)
+        info.update(
+            wall_seconds=time.perf_counter() - t_start, failed=res.failed, complete=complete
+        )
+        save_json_atomic(info, out / "benchmark_seg.json")
+        if res.summary:
+            _write_reports(res, store, example, info, figures=complete)
+
+    for name in names:
+        for seed in seeds:
+            run_dir = out / "runs" / name / f"seed{seed}"
+            if (run_dir / "last.pt").exists():
+                import shutil
+
+                shutil.rmtree(run_dir)  # a benchmark always retrains from scratch
+            # same slices and sampling for every row; augmentation draws depend on the seed
+            dataset = SliceDataset(
+                store,
+                "train",
+                augment=cfg_base.augment,
+                tumour_fraction=cfg_base.tumour_fraction,
+                seed=seed,
+            )
+            try:
+                run = _train_one(
+                    SEG_METHODS[name],
+                    seed,
+                    cfg_base,
+                    store,
+                    dataset,
+                    run_dir,
+                    dev,
+                    test_ids,
+                    example,
+                    log,
+                )
+            except (Fuse4SegError, ValueError, RuntimeError) as exc:
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                res.failed[f"{name}/seed{seed}"] = msg
+                res.runs.append(MethodRun(method=name, seed=seed, error=msg))
+                if log:
+                    log(f"FAILED {name} seed {seed}: {msg}")
+                    if not isinstance(exc, Fuse4SegError):
+                        log(traceback.format_exc(limit=3))
+                continue
+            res.runs.append(run)
+            write_all(complete=False)  # partial tables after every run (long CPU runs)
+    write_all(complete=True)
+    return res

@@ -1,0 +1,283 @@
+"""``fuse4seg benchmark``: reproduce the papers' comparison tables.
+
+Sub-commands::
+
+    fuse4seg benchmark seg -d PREP_DIR -o OUT [--preset tiny|base|paper] [--methods ...]
+    fuse4seg benchmark fusion -i HARVARD_DIR -o OUT [--rules ...] [--steps N]
+    fuse4seg benchmark robustness ...   (RMR-Fusion robustness table)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fuse4seg.errors import ConfigError
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "reproduce the papers' comparison tables"
+
+_SEG_METHODS = (
+    "average",
+    "max",
+    "laplacian",
+    "dwt",
+    "pca",
+    "disjoint",
+    "multichannel",
+    "dynunet",
+    "swinunetr",
+    "fuse4seg",
+    "no-bilevel",
+    "no-decomp",
+    "no-grad",
+)
+_RULES = ("average", "max", "laplacian", "dwt", "pca")
+_SCHEDULE_KEYS = ("warmup_epochs", "rollout_epochs", "steps_per_epoch", "inner_steps", "batch_size")
+
+
+def _say(message: str) -> None:
+    """Progress line, flushed at once (benchmarks run for a long time, often with logs)."""
+    print(message, flush=True)
+
+
+def _add_seg(sub) -> None:
+    p = sub.add_parser(
+        "seg",
+        help="Table 1 / Table 3: disjoint pipelines, multi-channel nets, Fuse4Seg, ablations",
+        description="Train and score every method on a prepared store under the same data, "
+        "split, follower and schedule; writes seg_results.md/.csv, seg_per_case.csv, "
+        "seg_examples_<group>.png and report.html.",
+    )
+    p.add_argument("-d", "--data", required=True, type=Path, help="`fuse4seg prepare` store")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--preset",
+        choices=("tiny", "base", "paper"),
+        default="base",
+        help="training preset: networks and schedule (default base; tiny for "
+        "smoke tests, paper for GPUs)",
+    )
+    p.add_argument(
+        "-c", "--config", type=Path, help="YAML overrides of the preset (keys of `fuse4seg train`)"
+    )
+    p.add_argument(
+        "--methods", nargs="+", choices=_SEG_METHODS, help="subset of methods (default: all 13)"
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="one training run per seed (default: 0); tables pool the seeds and "
+        "report the spread of mean Dice across seeds",
+    )
+    for key in _SCHEDULE_KEYS:
+        p.add_argument(
+            f"--{key.replace('_', '-')}", type=int, dest=key, help=f"override the preset's {key}"
+        )
+    p.add_argument("--max-test-cases", type=int, help="score only the first N test cases")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+
+
+def _add_fusion(sub) -> None:
+    p = sub.add_parser(
+        "fusion",
+        help="Table 2: fusion quality on the Harvard pairs (rules and our fusion net)",
+        description="Score classical rules and a FusionNet trained self-supervised (fusion "
+        "losses only) on a deterministic train split of the Harvard pairs; evaluated on the "
+        "other pairs with EN SD SF MI SCD VIF Qabf SSIM PSNR AG (reference convention, fused "
+        "images saved as 8-bit PNG and read back).",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        type=Path,
+        help="Harvard folder with MRI_CT/, MRI_PET/, MRI_SPECT/",
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--rules",
+        nargs="*",
+        choices=_RULES,
+        default=list(_RULES),
+        help="classical rules to score (default: all five)",
+    )
+    p.add_argument("--no-net", action="store_true", help="do not train/score the fusion net")
+    p.add_argument(
+        "--preset",
+        choices=("tiny", "base", "paper"),
+        default="base",
+        help="fusion net size and training settings (default base)",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="YAML overrides of the training preset for the fusion net (e.g. "
+        "alpha, beta, gamma, lr_leader)",
+    )
+    p.add_argument("--steps", type=int, default=500, help="fusion net training steps (default 500)")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch (default 8)")
+    p.add_argument("--crop", type=int, default=128, help="training crop side (default 128)")
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.5,
+        help="share of pair groups used for training (default 0.5)",
+    )
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        choices=("MRI_CT", "MRI_PET", "MRI_SPECT"),
+        help="Harvard sets (default: all present)",
+    )
+    p.add_argument("--max-pairs", type=int, help="use only the first N pairs of each set")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+
+
+def _add_robustness(sub) -> None:
+    p = sub.add_parser(
+        "robustness",
+        help="RMR-Fusion robustness table: clean vs degraded inputs (noise, blur, structure)",
+        description="Score a trained model (RMR-Fusion 3D or any 2D fuse4seg model) on the "
+        "clean and degraded test cases of a prepared store: Dice per class and fusion "
+        "metrics (EN, FMI, AG, SCD), clean, degraded and the drop "
+        "(fuse4seg.rmr.robustness.run_robustness_benchmark).",
+    )
+    p.add_argument("-m", "--model", required=True, type=Path, help="trained model.pt")
+    p.add_argument("-d", "--data", required=True, type=Path, help="`fuse4seg prepare` store")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="store split to score (default test)",
+    )
+    p.add_argument(
+        "--degradation",
+        default="paper_test",
+        help="degradation preset (default paper_test: noise 0.04, blur 0.6, one "
+        "(4,16,16) structure-loss window); also none, noise, blur, structure, train",
+    )
+    p.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
+    p.add_argument("--max-cases", type=int, help="score at most N cases")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark_command", metavar="WHICH", required=True)
+    _add_seg(sub)
+    _add_fusion(sub)
+    _add_robustness(sub)
+
+
+def _run_seg(args: argparse.Namespace) -> int:
+    from fuse4seg.benchmark.seg import run_seg_benchmark
+
+    overrides = {k: getattr(args, k) for k in _SCHEDULE_KEYS if getattr(args, k) is not None}
+    res = run_seg_benchmark(
+        args.data,
+        args.output,
+        methods=args.methods,
+        seeds=args.seeds,
+        preset=args.preset,
+        config_file=args.config,
+        overrides=overrides,
+        device=args.device,
+        max_test_cases=args.max_test_cases,
+        log=_say,
+    )
+    print(f"results: {args.output / 'seg_results.md'} and {args.output / 'report.html'}")
+    if res.failed:
+        print(f"{len(res.failed)} run(s) failed: " + ", ".join(res.failed), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_fusion(args: argparse.Namespace) -> int:
+    from fuse4seg.benchmark.fusion import run_fusion_benchmark
+    from fuse4seg.device import resolve_device
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    res = run_fusion_benchmark(
+        args.input,
+        args.output,
+        rules=args.rules,
+        train_net=not args.no_net,
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        train_fraction=args.train_fraction,
+        sets=args.sets,
+        max_pairs=args.max_pairs,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        log=_say,
+        config_file=args.config,
+    )
+    print(f"{len(res.test_pairs)} test pairs scored; table: {args.output / 'fusion_table.md'}")
+    return 0
+
+
+def _robustness_adapter(path: Path, device: str):
+    """RMR-Fusion model -> RMRAdapter; any other fuse4seg model -> SliceAdapter(Predictor)."""
+    import torch
+
+    from fuse4seg.errors import ModelFileError
+    from fuse4seg.rmr.robustness import RMRAdapter, SliceAdapter
+
+    if not path.is_file():
+        raise ModelFileError(path, "model file not found")
+    try:
+        method = torch.load(path, map_location="cpu", weights_only=True).get("method")
+    except Exception as exc:  # truncated file, foreign pickle, not a dict
+        raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from None
+    if method == "rmr3d":
+        return RMRAdapter.from_file(path, device), method
+    from fuse4seg.inference.model_loading import load_model
+    from fuse4seg.inference.predictor import Predictor
+
+    predictor = Predictor(load_model(path, device), device=device)
+    predictor.scale = 1.0  # store slices are already at the training resolution
+    return SliceAdapter(predictor, modalities=predictor.model.modalities), method
+
+
+def _run_robustness(args: argparse.Namespace) -> int:
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.device import resolve_device
+    from fuse4seg.rmr.robustness import run_robustness_benchmark
+
+    device = resolve_device(args.device)
+    store = PreparedStore(args.data)
+    adapter, method = _robustness_adapter(args.model, device)
+    result = run_robustness_benchmark(
+        adapter,
+        store,
+        args.output,
+        split=args.split,
+        degradation=args.degradation,
+        seed=args.seed,
+        max_cases=args.max_cases,
+        model_name=str(method or args.model.stem),
+    )
+    failed = result.get("failed") or []
+    print(f"table: {args.output / 'robustness.md'}")
+    if failed:
+        print(f"{len(failed)} case(s) failed: " + ", ".join(c for c, _ in failed), file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.benchmark_command == "seg":
+        return _run_seg(args)
+    if args.benchmark_command == "fusion":
+        return _run_fusion(args)
+    return _run_robustness(args)

@@ -1,0 +1,146 @@
+"""``benchmark seg`` on a tiny phantom store: every method trains under the same schedule and
+all tables, figures and the HTML report are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fuse4seg.benchmark.backbones import create_backbone
+from fuse4seg.benchmark.seg import SEG_METHODS, register_rule_methods, run_seg_benchmark
+from fuse4seg.cli.main import main
+from fuse4seg.data import PrepareOptions, prepare_dataset
+from fuse4seg.data.phantom import write_phantom_dataset
+from fuse4seg.errors import ConfigError
+
+TINY = [
+    "--preset",
+    "tiny",
+    "--warmup-epochs",
+    "1",
+    "--rollout-epochs",
+    "1",
+    "--steps-per-epoch",
+    "1",
+    "--inner-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+]
+TINY_OVERRIDES = {
+    "warmup_epochs": 1,
+    "rollout_epochs": 1,
+    "steps_per_epoch": 1,
+    "inner_steps": 2,
+    "batch_size": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def prep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("seg_bench")
+    write_phantom_dataset(root / "raw", cases=6, shape=(32, 32, 16), seed=1)
+    opts = PrepareOptions(modalities=("t1ce", "flair"), split=(0.5, 0.17, 0.33))
+    res = prepare_dataset(root / "raw", root / "prep", opts, log=None)
+    assert res.ok and len(res.manifest["splits"]["test"]) == 2
+    return root / "prep"
+
+
+@pytest.mark.parametrize(("name", "size"), [("dynunet", 30), ("swinunetr", 20), ("dynunet", 33)])
+def test_external_backbones_any_size(name, size):
+    net = create_backbone(name, 2, 4, "tiny")
+    y = net(torch.rand(2, 2, size, size + 3))
+    assert y.shape == (2, 4, size, size + 3)
+    assert net.config["backbone"] == name
+    with pytest.raises(ConfigError):
+        create_backbone("unet3d", 2)
+
+
+def test_rule_methods_registered_once():
+    from fuse4seg.train.methods import METHODS
+
+    names = register_rule_methods()
+    assert names == ["rule-max", "rule-laplacian", "rule-dwt", "rule-pca"]
+    assert register_rule_methods() == names
+    assert METHODS["rule-dwt"].fusion_rule == "dwt" and not METHODS["rule-dwt"].has_leader
+
+
+def test_bad_options(prep_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown benchmark methods"):
+        run_seg_benchmark(prep_dir, tmp_path, methods=["unet"], log=None)
+    with pytest.raises(ConfigError, match="set per benchmark row"):
+        run_seg_benchmark(prep_dir, tmp_path, overrides={"method": "average"}, log=None)
+    assert main(["benchmark", "seg", "-d", str(tmp_path / "nostore"), "-o", str(tmp_path)]) == 2
+
+
+def test_benchmark_seg_all_methods_cli(prep_dir, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "seg", "-d", str(prep_dir), "-o", str(out), *TINY]) == 0
+    md = (out / "seg_results.md").read_text()
+    for title in ("## Dice", "## IoU", "## HD95 (mm)", "## Cost"):
+        assert title in md
+    for name in SEG_METHODS:
+        rows_of = [line for line in md.splitlines() if line.startswith(f"| {name} |")]
+        assert len(rows_of) == 4, name  # one row in each table
+    rows = {r["method"]: r for r in csv.DictReader((out / "seg_results.csv").open())}
+    assert list(rows) == list(SEG_METHODS)
+    for col in (
+        "Dice_NCR",
+        "Dice_NCR_std",
+        "IoU_TC",
+        "HD95_WT",
+        "Dice_mean",
+        "params_M",
+        "train_s",
+        "infer_ms_per_slice",
+    ):
+        assert col in rows["fuse4seg"], col
+    # identical schedule: every row makes the same number of follower steps
+    assert {int(r["follower_steps"]) for r in rows.values()} == {1 + 2}
+    leader = {m: int(r["leader_steps"]) for m, r in rows.items()}
+    with_net = {"disjoint", "fuse4seg", "no-bilevel", "no-decomp", "no-grad"}
+    assert all(leader[m] >= 1 for m in with_net)  # a fusion net was trained
+    assert all(leader[m] == 0 for m in SEG_METHODS if m not in with_net)
+    # Algorithm 1: one semantic leader step per rollout batch (none in the warm-up); the
+    # no-bilevel ablation steps the leader jointly with each of the K follower steps
+    assert leader["fuse4seg"] == 1 and leader["no-bilevel"] == 2
+    for r in rows.values():
+        assert 0.0 <= float(r["Dice_mean"]) <= 1.0 and float(r["params_M"]) > 0
+    # the fusion net adds parameters on top of the same follower
+    assert float(rows["fuse4seg"]["params_M"]) > float(rows["average"]["params_M"])
+    cases = list(csv.DictReader((out / "seg_per_case.csv").open()))
+    assert len(cases) == len(SEG_METHODS) * 2
+    html = (out / "report.html").read_text()
+    assert html.count("<table>") == 4 and html.count("data:image/png;base64") == 3
+    for group in ("disjoint", "multichannel", "fuse4seg"):
+        assert (out / f"seg_examples_{group}.png").is_file()
+    info = json.loads((out / "benchmark_seg.json").read_text())
+    assert info["num_test_cases"] == 2 and info["failed"] == {}
+    assert not set(info["train_cases"]) & set(info["test_cases"])
+    assert (out / "runs" / "fuse4seg" / "seed0" / "model.pt").is_file()
+
+
+def test_benchmark_seg_seeds_spread(prep_dir, tmp_path):
+    res = run_seg_benchmark(
+        prep_dir,
+        tmp_path / "s",
+        methods=["average", "no-grad"],
+        seeds=[0, 1],
+        preset="tiny",
+        overrides=TINY_OVERRIDES,
+        device="cpu",
+        log=None,
+    )
+    assert not res.failed and len(res.runs) == 4
+    by = {r["method"]: r for r in res.summary}
+    assert by["average"]["seeds"] == 2 and by["average"]["cases"] == 4
+    assert math.isfinite(by["no-grad"]["Dice_mean_seed_std"])
+    seeds = {(r.method, r.seed) for r in res.runs}
+    assert seeds == {("average", 0), ("average", 1), ("no-grad", 0), ("no-grad", 1)}
