@@ -136,7 +136,9 @@ def run_demo(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder")
-    settings = DemoSettings.quick(cases) if quick else DemoSettings(cases=cases or DemoSettings.cases)
+    settings = (
+        DemoSettings.quick(cases) if quick else DemoSettings(cases=cases or DemoSettings.cases)
+    )
     if settings.cases < 5:
         raise InputError(out, f"the demo needs >= 5 cases (train/val/test), got {settings.cases}")
     t0 = time.perf_counter()
