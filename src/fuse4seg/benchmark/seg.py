@@ -40,6 +40,7 @@ Outputs in ``OUT``: ``seg_results.md`` (Dice, IoU, HD95 and cost tables), ``seg_
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 import traceback
@@ -133,6 +134,13 @@ SEG_METHODS: dict[str, SegMethod] = {
             description="MONAI SwinUNETR 2D on the M modalities",
         ),
         SegMethod("fuse4seg", "fuse4seg", "fuse4seg", description="Fuse4Seg, bi-level (full)"),
+        SegMethod(
+            "fuse4seg-v1",
+            "fuse4seg",
+            "fuse4seg-v1",
+            description="Fuse4Seg first version: discriminator pre-training, cross-attention "
+            "fusion, cooperative training (fuse4seg.v1)",
+        ),
         SegMethod(
             "no-bilevel",
             "fuse4seg",
@@ -297,6 +305,8 @@ def _train_one(
 
     cfg = dataclasses.replace(cfg_base, method=method.train_method, seed=seed, **method.flags)
     cfg = cfg.validate()
+    if method.train_method == "fuse4seg-v1":
+        return _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
     networks = None
     modalities = list(store.modalities)
     if method.backbone is not None:
@@ -329,7 +339,38 @@ def _train_one(
     run = MethodRun(method=method.name, seed=seed, train_seconds=time.perf_counter() - t0)
     run.follower_steps = trainer.state.follower_steps
     run.leader_steps = trainer.state.leader_steps
-    model = trainer.export_model().to(device)
+    return _score_run(run, trainer.export_model().to(device), store, test_ids, device, example, log)
+
+
+def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log) -> MethodRun:
+    """The first-version variant has its own two-stage loop (fuse4seg.v1), run on the shared
+    schedule: pre-training for ``warmup_epochs`` and cooperative training for
+    ``rollout_epochs`` (``steps_per_epoch`` batches of ``batch_size`` each); per cooperative
+    batch ``inner_steps`` follower steps and one leader step."""
+    from fuse4seg.train.model_file import load_model_file
+    from fuse4seg.v1.runner import run_v1_training
+
+    overrides = {
+        "pretrain_epochs": cfg.warmup_epochs,
+        "coop_epochs": cfg.rollout_epochs,
+        "batch_size": cfg.batch_size,
+        "follower_steps": cfg.inner_steps,
+    }
+    t0 = time.perf_counter()
+    run_v1_training(
+        cfg, store.root, run_dir, device=str(device), progress=False, v1_overrides=overrides
+    )
+    run = MethodRun(method=method.name, seed=seed, train_seconds=time.perf_counter() - t0)
+    v1_cfg = json.loads((Path(run_dir) / "v1_config.json").read_text())
+    batches = v1_cfg.get("steps_per_epoch") or 0  # None: whole epochs (not counted)
+    run.leader_steps = (v1_cfg["pretrain_epochs"] + v1_cfg["coop_epochs"]) * batches
+    run.follower_steps = v1_cfg["coop_epochs"] * batches * v1_cfg["follower_steps"]
+    model = load_model_file(Path(run_dir) / "model.pt").to(device)
+    return _score_run(run, model, store, test_ids, device, example, log)
+
+
+def _score_run(run: MethodRun, model, store, test_ids, device, example, log) -> MethodRun:
+    """Score a trained model on the test cases and fill ``run``'s cost columns."""
     run.parameters = sum(p.numel() for p in model.parameters())
     run.cases, run.infer_ms_per_slice, run.example = _score_model(
         model, store, test_ids, device, example
@@ -337,7 +378,7 @@ def _train_one(
     if log:
         md = np.nanmean([_dice_mean(r) for r in run.cases])
         log(
-            f"{method.name} seed {seed}: mean Dice {md:.3f}, train {run.train_seconds:.0f}s, "
+            f"{run.method} seed {run.seed}: mean Dice {md:.3f}, train {run.train_seconds:.0f}s, "
             f"{run.follower_steps} follower / {run.leader_steps} leader steps"
         )
     return run
