@@ -366,7 +366,20 @@ def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
     run.leader_steps = (v1_cfg["pretrain_epochs"] + v1_cfg["coop_epochs"]) * batches
     run.follower_steps = v1_cfg["coop_epochs"] * batches * v1_cfg["follower_steps"]
     model = load_model_file(Path(run_dir) / "model.pt").to(device)
-    return _score_run(run, model, store, test_ids, device, example, log)
+    run = _score_run(run, model, store, test_ids, device, example, log)
+    if example is not None:  # the cross-attention of the example slice, for the report
+        from fuse4seg.v1.attention_maps import attention_report_png, fuse_with_attention
+
+        cid, z = example
+        x = torch.as_tensor(np.asarray(store.image(cid)[z], dtype=np.float32))[None]  # (1, 2, H, W)
+        with torch.no_grad():
+            fused, attention, grid = fuse_with_attention(model.fusion_net, x.to(device))
+        png = attention_report_png(
+            x[0], fused[0].cpu(), attention.cpu(), grid, Path(run_dir) / "attention_example.png",
+            names=tuple(store.modalities[:2]),
+        )  # fmt: skip
+        run.example["attention_png"] = str(png)
+    return run
 
 
 def _score_run(run: MethodRun, model, store, test_ids, device, example, log) -> MethodRun:
@@ -500,6 +513,10 @@ def _write_reports(
             png = out / f"seg_examples_{group}.png"
             plot_slice_grid([row], png)
             images.append((png, f"{_GROUP_TITLES[group]}: test case {cid}, slice {z}"))
+        v1_run = seed0.get("fuse4seg-v1")
+        if v1_run is not None and v1_run.example.get("attention_png"):
+            png = Path(v1_run.example["attention_png"])
+            images.append((png, f"fuse4seg-v1 cross-attention (mean over heads), {cid} slice {z}"))
 
     html_sections: list[dict] = [{"heading": "Setup", "text": md[2]}]
     for title, cols, rows in sections:
