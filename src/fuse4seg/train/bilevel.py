@@ -249,6 +249,22 @@ def follower_step(state: TrainState, x_in: torch.Tensor, y: torch.Tensor) -> flo
     return float(loss.detach())
 
 
+def _leader_update(state: TrainState, total: torch.Tensor) -> None:
+    """One optimiser step of the leader on ``total``, then the EMA update (Alg. 1, l. 20-21)."""
+    _optimiser_step(
+        total,
+        state.opt_leader,
+        state.sched_leader,
+        state.scaler_leader,
+        list(state.leader.parameters()),
+        state.grad_clip,
+    )
+    state.step += 1
+    state.leader_steps += 1
+    if state.ema is not None:
+        state.ema.update(state.leader)
+
+
 def leader_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """One leader update on ``(x, y)`` (D_val) with the follower frozen (eq. 3).
 
@@ -265,18 +281,7 @@ def leader_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> dict[str
             logits = state.follower(out.fused)
         total, terms = upper_loss(state, out, x, logits.float(), y)
         _check_finite(total, "leader (L_upper)")
-        _optimiser_step(
-            total,
-            state.opt_leader,
-            state.sched_leader,
-            state.scaler_leader,
-            list(state.leader.parameters()),
-            state.grad_clip,
-        )
-    state.step += 1
-    state.leader_steps += 1
-    if state.ema is not None:
-        state.ema.update(state.leader)
+        _leader_update(state, total)
     return terms
 
 
@@ -352,18 +357,7 @@ def fusion_only_step(state: TrainState, x: torch.Tensor) -> dict[str, float]:
         out = state.leader(x)
     total, terms = upper_loss(state, out, x, None, None)
     _check_finite(total, "leader (fusion losses)")
-    _optimiser_step(
-        total,
-        state.opt_leader,
-        state.sched_leader,
-        state.scaler_leader,
-        list(state.leader.parameters()),
-        state.grad_clip,
-    )
-    state.step += 1
-    state.leader_steps += 1
-    if state.ema is not None:
-        state.ema.update(state.leader)
+    _leader_update(state, total)
     return {f"leader_{k}": v for k, v in terms.items()}
 
 
