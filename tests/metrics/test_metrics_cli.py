@@ -45,7 +45,7 @@ def test_evaluate_fusion_round_trip(fusion_dirs, reference_dir, tmp_path, capsys
     )
     assert rc == 0
     rows = _read_csv(out)
-    assert ",".join(rows[0][:11]) == HEADER and rows[0][11:] == ["FMI"]
+    assert ",".join(rows[0][:11]) == HEADER and rows[0][11:] == ["FMI", "MS-SSIM"]
     assert [r[0] for r in rows[1:]] == ["11.png", "12.png", "13.png", "mean"]
     golden = json.loads((reference_dir / "fusion_metrics_reference.json").read_text())["values"]
     names = rows[0][1:11]
@@ -53,6 +53,8 @@ def test_evaluate_fusion_round_trip(fusion_dirs, reference_dir, tmp_path, capsys
         want = golden[f"MRI_CT/{r[0]}|max"]
         for name, v in zip(names, r[1:11], strict=True):
             assert float(v) == pytest.approx(want[name], rel=1e-4, abs=1e-6), (r[0], name)
+    ms = [float(r[rows[0].index("MS-SSIM")]) for r in rows[1:4]]
+    assert all(0.5 < v <= 2.0 for v in ms), ms  # sum over the 2 sources, each <= 1
     col = np.array([[float(v) for v in r[1:]] for r in rows[1:4]])
     assert np.allclose([float(v) for v in rows[4][1:]], col.mean(0))
     printed = capsys.readouterr().out
@@ -100,6 +102,7 @@ def test_evaluate_fusion_bad_pairs_continue_and_exit_2(tmp_path, capsys):
     assert "image sizes differ" in err and "small.png" in err
     rows = _read_csv(out)
     assert [r[0] for r in rows[1:]] == ["ok.png", "mean"]
+    assert rows[1][rows[0].index("MS-SSIM")] == "nan"  # 48 px: too small, left empty
 
 
 def test_evaluate_fusion_user_errors(tmp_path, capsys):

@@ -20,7 +20,11 @@ __all__ = ["HELP", "add_arguments", "run", "pair_files", "CSV_COLUMNS"]
 
 HELP = "score fused images (EN, SD, ..., PSNR)"
 #: CSV columns: the reference evaluator's metrics, then extras.
-CSV_COLUMNS = ("image", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "FMI")
+CSV_COLUMNS = (
+    "image", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "FMI", "MS-SSIM",
+)  # fmt: skip
+#: Extra columns left empty (NaN) where an image is too small for them (MS-SSIM: 176 px).
+_OPTIONAL = ("MS-SSIM",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(p.name for p in unused[:5]) + (", ..." if len(unused) > 5 else "")
         print(f"note: {len(unused)} source image(s) without a fused image ignored ({names})")
     metrics = list(CSV_COLUMNS[1:])
+    required = [m for m in metrics if m not in _OPTIONAL]
     rows: list[tuple[str, dict[str, float]]] = []
     for stem, pa, pb, pf in pairs:
         try:
@@ -110,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
                 sizes = ", ".join(f"{p} {i.shape}" for p, i in zip((pa, pb, pf), imgs, strict=True))
                 raise InputError(pf, f"image sizes differ: {sizes}")
             t = torch.from_numpy(np.stack(imgs)).to(device)  # (3, H, W)
-            vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, metrics)
+            vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, required)
+            for name in _OPTIONAL:
+                try:
+                    vals.update(
+                        compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, [name])
+                    )
+                except ValueError:  # image too small for this metric
+                    vals[name] = torch.full((1,), math.nan, dtype=torch.float64)
         except (Fuse4SegError, ValueError) as exc:
             failures.append(str(exc))
             print(f"FAILED {stem}: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from fuse4seg.metrics.fusion_collection import (
     compute_fusion_metrics,
 )
 from fuse4seg.metrics.image_reading import IMAGE_SUFFIXES, read_gray_reference
+from fuse4seg.metrics.ms_ssim import ms_ssim
 from fuse4seg.metrics.segmentation import (
     BRATS_CLASSES,
     SEG_METRICS,
@@ -52,6 +53,7 @@ __all__ = [
     "ssim_sum",
     "psnr",
     "fmi",
+    "ms_ssim",
     "IMAGE_SUFFIXES",
     "read_gray_reference",
     "BRATS_CLASSES",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fuse4seg.metrics import fusion as fm
+from fuse4seg.metrics.ms_ssim import ms_ssim
 
 __all__ = ["FUSION_METRICS", "EXTRA_FUSION_METRICS", "compute_fusion_metrics", "FusionMetrics"]
 
@@ -15,7 +16,7 @@ FUSION_METRICS: tuple[str, ...] = (
     "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR",
 )  # fmt: skip
 #: Metrics computed on request or as extra columns (not in the reference evaluator).
-EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI",)
+EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI", "MS-SSIM")
 
 
 def _table(convention: str, data_range: float) -> dict[str, Callable]:
@@ -32,6 +33,8 @@ def _table(convention: str, data_range: float) -> dict[str, Callable]:
         "SSIM": lambda s, f: fm.ssim_sum(s, f, c, r),
         "PSNR": lambda s, f: fm.psnr(s, f, c, r),
         "FMI": lambda s, f: fm.fmi(s, f),
+        # MS-SSIM has one definition (MONAI's); the standard data range applies to both
+        "MS-SSIM": lambda s, f: ms_ssim(s, f, data_range=r if c == "standard" else 255.0),
     }
 
 
