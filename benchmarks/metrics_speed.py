@@ -6,7 +6,11 @@ per-image NumPy/SciPy implementation of the reference evaluator's formulas writt
 way that evaluator computes them: ``scipy.signal.convolve2d``, ``np.unique`` contingency
 tables, ``uniform_filter``), and checks that both give the same values.
 
-Run:  .venv/bin/python benchmarks/metrics_speed.py [--batch 64] [--threads 2]
+Two CPU backends are timed: the compiled kernels (Numba; the default where installed) and
+the tensor code alone (``FUSE4SEG_METRICS_BACKEND=torch``, the code that also runs on GPUs),
+each with 1 and 2 threads (batched calls score images concurrently on the worker threads).
+
+Run:  .venv/bin/python benchmarks/metrics_speed.py [--batch 64] [--threads 1,2]
 Uses the Harvard MRI-CT / MRI-PET pairs from ../shared/data when present, else phantoms.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +27,7 @@ import torch
 from scipy.ndimage import uniform_filter
 from scipy.signal import convolve2d
 
-from fuse4seg.metrics import FUSION_METRICS, compute_fusion_metrics, read_gray_reference
+from fuse4seg.metrics import FUSION_METRICS, _kernels, compute_fusion_metrics, read_gray_reference
 
 HARVARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "harvard"
 
@@ -174,23 +179,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64, help="images per batched call (default 64)")
     ap.add_argument("--baseline-images", type=int, default=8, help="images for the NumPy timing")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument(
+        "--threads", default="1,2", help="comma-separated CPU thread counts (default 1,2)"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")]
     a, b, f, what = load_pairs(args.batch)
-    print(f"data: {what}, {args.batch} pairs of {f.shape[1]}x{f.shape[2]}, threads {args.threads}")
+    print(f"data: {what}, {args.batch} pairs of {f.shape[1]}x{f.shape[2]}")
 
+    torch.set_num_threads(1)
     nb = min(args.baseline_images, args.batch)
     w_np, c_np = _time(lambda: [numpy_reference(a[i], b[i], f[i]) for i in range(nb)], 1)
     w_np, c_np = w_np / nb, c_np / nb
     base = [numpy_reference(a[i], b[i], f[i]) for i in range(nb)]
-    print(f"NumPy/SciPy per-image baseline: wall {w_np * 1e3:8.2f} ms  cpu {c_np * 1e3:8.2f} ms")
+    print(
+        f"NumPy/SciPy per-image baseline (1 thread): wall {w_np * 1e3:8.2f} ms  "
+        f"cpu {c_np * 1e3:8.2f} ms"
+    )
 
     src_t = torch.from_numpy(np.stack([a, b], 1))
     f_t = torch.from_numpy(f)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for dev in devices:
+    backends = (["kernels"] if _kernels.available() else []) + ["torch"]
+    runs = [("cpu", be, th) for be in backends for th in threads]
+    if torch.cuda.is_available():
+        runs.append(("cuda", "torch", 0))
+    for dev_name, backend, n_threads in runs:
+        os.environ["FUSE4SEG_METRICS_BACKEND"] = "numba" if backend == "kernels" else "torch"
+        dev = torch.device(dev_name)
+        if dev.type == "cpu":
+            torch.set_num_threads(n_threads)
         s_d, f_d = src_t.to(dev), f_t.to(dev)
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
@@ -202,13 +220,13 @@ def main() -> None:
             compute_fusion_metrics(s_d, f_d)
             sync()
 
-        for label, fn, n in (("single", single, 1), (f"batch {args.batch}", batched, args.batch)):
+        label = f"{dev.type} {backend}" + (f", {n_threads} thr" if dev.type == "cpu" else "")
+        for mode, fn, n in (("single", single, 1), (f"batch {args.batch}", batched, args.batch)):
             wall, cpu = _time(fn, args.repeat)
             wall, cpu = wall / n, cpu / n
-            ratio = f"{c_np / cpu:6.1f}x baseline cpu" if dev.type == "cpu" else ""
             print(
-                f"fuse4seg {dev.type} {label:>9s}: wall {wall * 1e3:8.2f} ms  cpu {cpu * 1e3:8.2f} "
-                f"ms  ({w_np / wall:6.1f}x baseline wall, {ratio}; {0.39 / wall:6.1f}x 0.39 s)"
+                f"fuse4seg {label:>22s} {mode:>9s}: wall {wall * 1e3:7.2f} ms  cpu "
+                f"{cpu * 1e3:7.2f} ms  -> {w_np / wall:6.1f}x baseline, {0.39 / wall:6.1f}x 0.39 s"
             )
         vals = compute_fusion_metrics(s_d[:nb], f_d[:nb])
         worst = max(
@@ -217,6 +235,7 @@ def main() -> None:
             for i in range(nb)
         )
         print(f"  max relative difference to the baseline over {nb} images: {worst:.2e}")
+    os.environ.pop("FUSE4SEG_METRICS_BACKEND", None)
 
 
 if __name__ == "__main__":

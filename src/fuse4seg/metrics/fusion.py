@@ -19,8 +19,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 
+from fuse4seg.metrics import _kernels
 from fuse4seg.metrics._filters import (
     box_filter_valid,
     central_gradient,
@@ -130,6 +132,28 @@ def _levels(x: torch.Tensor, convention: str, data_range: float) -> torch.Tensor
     return torch.round(x).clamp_(0, _LEVELS - 1).long()
 
 
+def _levels_compiled(x: torch.Tensor, convention: str, data_range: float) -> np.ndarray:
+    """``_levels`` of a CPU tensor as a uint8 array of the same shape (kernel)."""
+    scale = 255.0 / data_range if convention == "standard" else 1.0
+    arr = np.ascontiguousarray(x.detach().numpy())
+    out = np.empty(arr.shape, dtype=np.uint8)
+    _kernels.grey_levels(arr, scale, out)
+    return out
+
+
+def _arrays(x: torch.Tensor) -> list[np.ndarray]:
+    """C-contiguous NumPy arrays (views where possible) of the images of a CPU batch (B, ...)."""
+    return [np.ascontiguousarray(v) for v in x.detach().numpy()]
+
+
+def _per_image(fn, items) -> torch.Tensor:
+    """``fn`` applied to each image of a CPU batch (B, ...) (or to each index of a range),
+    collected as a float64 tensor (B,)."""
+    if isinstance(items, torch.Tensor):
+        items = _arrays(items)
+    return torch.tensor([float(fn(v)) for v in items], dtype=torch.float64)
+
+
 def _check_range(data_range: float) -> float:
     if not data_range > 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
@@ -195,19 +219,27 @@ def entropy(
     """
     _check_convention(convention)
     f = as_fused(fused, spatial_dims)
-    levels = _levels(f, convention, _check_range(data_range))
+    data_range = _check_range(data_range)
+    if _use_kernels(f):
+        lf = _levels_compiled(f, convention, data_range)
+        return torch.tensor([_kernels.entropy_of_levels(v, True) for v in lf], dtype=torch.float64)
+    levels = _levels(f, convention, data_range)
     return _entropy_from_counts(_histograms(levels))
 
 
 def standard_deviation(fused: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
     """SD: population standard deviation of ``fused`` (B, *spatial) -> (B,). Same in both."""
-    f = as_fused(fused, spatial_dims).flatten(1)
-    return f.std(dim=1, correction=0).double()
+    f = as_fused(fused, spatial_dims)
+    if _use_kernels(f):
+        return _per_image(_kernels.standard_deviation, f)
+    return f.flatten(1).std(dim=1, correction=0).double()
 
 
 def spatial_frequency(fused: torch.Tensor) -> torch.Tensor:
     """SF = sqrt(mean(row diffs^2) + mean(column diffs^2)); (B, H, W) -> (B,). Same in both."""
     f = as_fused(fused)
+    if _use_kernels(f):
+        return _per_image(_kernels.spatial_frequency, f)
     rf = (f[:, :, 1:] - f[:, :, :-1]).square().mean((1, 2))
     cf = (f[:, 1:, :] - f[:, :-1, :]).square().mean((1, 2))
     return torch.sqrt(rf + cf).double()
@@ -227,6 +259,9 @@ def average_gradient(
     """
     _check_convention(convention)
     f = as_fused(fused, spatial_dims)
+    if spatial_dims == 2 and _use_kernels(f):
+        central = convention == "reference"
+        return _per_image(lambda x: _kernels.average_gradient(x, central), f)
     dims = list(range(1, spatial_dims + 1))
     if convention == "reference":
         grads = [central_gradient(f, d) for d in dims]
@@ -262,6 +297,17 @@ def mutual_information(
     f = as_fused(fused, spatial_dims)
     src = as_sources(sources, f, spatial_dims)
     data_range = _check_range(data_range)
+    if _use_kernels(f):
+        lf = _levels_compiled(f, convention, data_range)
+        bits = convention == "standard"
+        values = [
+            sum(
+                _kernels.mutual_information_of_levels(ls, lf[i], bits)
+                for ls in _levels_compiled(src[i], convention, data_range)
+            )
+            for i in range(f.shape[0])
+        ]
+        return torch.tensor(values, dtype=torch.float64)
     log = torch.log if convention == "reference" else torch.log2
     lf = _levels(f, convention, data_range)
     total = torch.zeros(f.shape[0], dtype=torch.float64, device=f.device)
@@ -292,6 +338,9 @@ def scd(
     src = as_sources(sources, f, spatial_dims)
     if src.shape[1] != 2:
         raise ValueError(f"SCD is defined for exactly 2 sources, got {src.shape[1]}")
+    if _use_kernels(f):
+        fs, ss = _arrays(f), _arrays(src)
+        return _per_image(lambda i: _kernels.scd(ss[i][0], ss[i][1], fs[i]), range(len(fs)))
     a, b = src[:, 0], src[:, 1]
     return (_pearson(a, f - b) + _pearson(b, f - a)).double()
 
@@ -324,6 +373,9 @@ def vif(
     x = _to_255(x, convention, data_range)
     b, s1 = x.shape[0], x.shape[1]
     n_src = s1 - 1
+    _check_vif_size(tuple(f.shape[1:]))
+    if _use_kernels(x):
+        return _vif_compiled(x)
     num = torch.zeros(b, n_src, dtype=x.dtype, device=x.device)
     den = torch.zeros_like(num)
     eps = _VIF_EPS
@@ -333,10 +385,6 @@ def vif(
         if scale > 1:
             x = separable_filter(x.flatten(0, 1), win, step=2)
             x = x.reshape(b, s1, *x.shape[1:])
-        if min(x.shape[2:]) < size:
-            raise ValueError(
-                f"images {tuple(f.shape[1:])} are too small for the 4-scale VIF (need >= 41 px)"
-            )
         h, w = x.shape[2:]
         # x, x^2 (sources and F) and source * F, filtered in one stack
         maps = torch.empty(b, 2 * s1 + n_src, h, w, dtype=x.dtype, device=x.device)
@@ -363,6 +411,57 @@ def vif(
     ratio = num / den
     ratio = torch.where(torch.isnan(ratio), 1.0, ratio)
     return ratio.sum(1).double()
+
+
+def _vif_scales(size: int) -> list[tuple[int, int]]:
+    """(window, side length) of one image axis at each VIF scale."""
+    out = []
+    for scale in range(1, 5):
+        win = 2 ** (5 - scale) + 1
+        if scale > 1:
+            size = (size - win) // 2 + 1 if size >= win else 0
+        out.append((win, size))
+    return out
+
+
+def _check_vif_size(shape: tuple[int, ...]) -> None:
+    for side in shape:
+        if any(n < win for win, n in _vif_scales(side)):
+            raise ValueError(f"images {shape} are too small for the 4-scale VIF (need >= 41 px)")
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float64 and _kernels.available()
+
+
+_VIF_WINDOWS: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _vif_windows() -> tuple[np.ndarray, np.ndarray]:
+    """(4, 17) Gaussian taps of the four VIF scales (zero padded) and their sizes (4,)."""
+    global _VIF_WINDOWS
+    if _VIF_WINDOWS is None:
+        sizes = np.array([2 ** (5 - scale) + 1 for scale in range(1, 5)], dtype=np.int64)
+        taps = np.zeros((4, int(sizes[0])))
+        for i, size in enumerate(sizes):
+            taps[i, :size] = matlab_gaussian_1d(int(size), size / 5.0).numpy()
+        _VIF_WINDOWS = (taps, sizes)
+    return _VIF_WINDOWS
+
+
+def _vif_compiled(x: torch.Tensor) -> torch.Tensor:
+    """VIF of a CPU float64 stack (B, S+1, H, W) (sources, then fused) with the kernel."""
+    taps, sizes = _vif_windows()
+    arr = x.detach().numpy()
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    for i in range(x.shape[0]):
+        num, den = _kernels.vif_num_den(
+            np.ascontiguousarray(arr[i]), taps, sizes, _VIF_SIGMA_NSQ, _VIF_EPS
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = num / den
+        out[i] = float(np.where(np.isnan(ratio), 1.0, ratio).sum())
+    return out
 
 
 def _gradient_angle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -398,6 +497,8 @@ def qabf(
         src, f = src.float(), f.float()
     b, n_src = src.shape[:2]
     x = torch.cat([src, f.unsqueeze(1)], 1)  # (B, S+1, H, W): all Sobel responses at once
+    if x.device.type == "cpu" and _kernels.available():
+        return _qabf_compiled(x, convention == "reference")
     g, g2, ang = (t.view(x.shape) for t in _gradient_angle(x.flatten(0, 1)))
     g_s, g2_s, a_s = g[:, :n_src], g2[:, :n_src], ang[:, :n_src]
     g_f, g2_f, a_f = g[:, n_src:], g2[:, n_src:], ang[:, n_src:]
@@ -417,12 +518,39 @@ def qabf(
     return nume / deno
 
 
+def _qabf_compiled(x: torch.Tensor, quirk: bool) -> torch.Tensor:
+    """Qabf of a CPU stack (B, S+1, H, W) (sources, then fused) with the kernels.
+
+    Same arithmetic as the tensor code, in the dtype of ``x``; the arctangent and the
+    exponentials are NumPy's vectorised ones (as in the reference evaluator).
+    """
+    dtype = x.numpy().dtype
+    n_src = x.shape[1] - 1
+    consts = np.array([1.0, 0.5, 0.8, -15.0, -22.0, math.pi / 2], dtype=dtype)
+    c_g, c_a = dtype.type(0.9994), dtype.type(0.9879)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1)).numpy()
+    shape = x.shape[1:]
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    g, g2, angle = (np.empty(shape, dtype=dtype) for _ in range(3))
+    e = np.empty((2, n_src, *shape[1:]), dtype=dtype)
+    for i in range(x.shape[0]):
+        _kernels.sobel_gradients(padded[i], dtype.type(2.0), g, g2, angle)
+        np.arctan(angle, out=angle)
+        _kernels.qabf_exponents(g, g2, angle, n_src, quirk, consts, e)
+        np.exp(e, out=e)
+        out[i] = _kernels.qabf_sums(g, e, n_src, c_g, c_a)
+    return out
+
+
 def _ssim_maps(x: torch.Tensor, y: torch.Tensor, convention: str, data_range: float):
     """Mean SSIM of fused ``x`` (B, H, W) against each source ``y`` (B, S, H, W) -> (B, S)."""
     b, n_src = y.shape[:2]
     if convention == "reference":
         # skimage 0.19+: float32 arithmetic, 7x7 uniform window, sample covariance.
+        use_kernels = _use_kernels(x)
         x, y = x.float(), y.float()
+        if use_kernels:
+            return _ssim_reference_compiled(x, y)
     xs = x.unsqueeze(1)
     stack = torch.cat([xs, y, xs * xs, y * y, xs * y], 1)  # (B, 1+S+1+S+S, H, W)
     if convention == "reference":
@@ -449,6 +577,23 @@ def _ssim_maps(x: torch.Tensor, y: torch.Tensor, convention: str, data_range: fl
     b2 = vx + vy + c2
     smap = (a1 * a2) / (b1 * b2)
     return smap.double().mean((-2, -1))
+
+
+def _ssim_reference_compiled(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Reference SSIM of float32 CPU ``x`` (B, H, W) against ``y`` (B, S, H, W) -> (B, S)."""
+    c = np.float32
+    xs, ys = x.detach().numpy(), y.detach().numpy()
+    rows = [
+        _kernels.ssim_reference_means(
+            np.ascontiguousarray(xs[i]),
+            np.ascontiguousarray(ys[i]),
+            c(49.0 / 48.0),
+            c((0.01 * 2.0) ** 2),
+            c((0.03 * 2.0) ** 2),
+        )
+        for i in range(x.shape[0])
+    ]
+    return torch.from_numpy(np.stack(rows))
 
 
 def ssim_sum(
@@ -494,7 +639,11 @@ def psnr(
     _check_convention(convention)
     f = as_fused(fused, spatial_dims)
     src = as_sources(sources, f, spatial_dims)
-    mse = (src - f.unsqueeze(1)).square().flatten(2).mean(2).mean(1)
+    if _use_kernels(f):
+        fs, ss = _arrays(f), _arrays(src)
+        mse = _per_image(lambda i: _kernels.mean_squared_error(ss[i], fs[i]), range(len(fs)))
+    else:
+        mse = (src - f.unsqueeze(1)).square().flatten(2).mean(2).mean(1)
     if convention == "reference":
         peak2 = f.flatten(1).amax(1).square()
     else:

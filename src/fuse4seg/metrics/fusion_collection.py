@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from fuse4seg.metrics import _kernels
 from fuse4seg.metrics import fusion as fm
 from fuse4seg.metrics.ms_ssim import ms_ssim
 
@@ -45,6 +47,7 @@ def compute_fusion_metrics(
     metrics: Sequence[str] | None = None,
     data_range: float = 255.0,
     chunk_size: int | None = None,
+    num_workers: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Compute fusion metrics for a batch of fused images.
 
@@ -53,10 +56,13 @@ def compute_fusion_metrics(
         fused: (B, H, W) or (B, 1, H, W).
         convention: "reference" (the MIF literature's Python evaluator) or "standard".
         metrics: names from ``FUSION_METRICS + EXTRA_FUSION_METRICS``; default the ten
-            reference metrics (FMI only when asked for).
+            reference metrics (FMI and MS-SSIM only when asked for).
         data_range: peak value of the data (standard convention).
         chunk_size: images processed together; default 1 on CPU (cache friendly: about 5x
             faster than one big batch) and 64 on accelerators.
+        num_workers: CPU threads scoring chunks concurrently; default
+            ``torch.get_num_threads()``. Only used on CPU with the compiled kernels (they run
+            without the GIL); 1 scores the chunks one after the other.
 
     Returns:
         ``{name: (B,) float64 tensor}`` in the order requested.
@@ -76,12 +82,23 @@ def compute_fusion_metrics(
         chunk_size = 1 if f.device.type == "cpu" else 64
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for start in range(0, f.shape[0], chunk_size):
+    if num_workers is None:
+        num_workers = torch.get_num_threads()
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+
+    def score(start: int) -> dict[str, torch.Tensor]:
         fs, ss = f[start : start + chunk_size], src[start : start + chunk_size]
-        for n in names:
-            parts[n].append(table[n](ss, fs))
-    return {n: torch.cat(parts[n]) for n in names}
+        return {n: table[n](ss, fs) for n in names}
+
+    starts = range(0, f.shape[0], chunk_size)
+    parallel = num_workers > 1 and len(starts) > 1 and f.device.type == "cpu"
+    if parallel and _kernels.available():
+        with ThreadPoolExecutor(max_workers=min(num_workers, len(starts))) as pool:
+            chunks = list(pool.map(score, starts))
+    else:
+        chunks = [score(start) for start in starts]
+    return {n: torch.cat([c[n] for c in chunks]) for n in names}
 
 
 class FusionMetrics:
