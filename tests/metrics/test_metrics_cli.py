@@ -181,3 +181,15 @@ def test_evaluate_seg_failures_are_reported(tmp_path, capsys):
     assert main(args) == 2
     assert "see --pred-labels" in capsys.readouterr().err
     assert main([*args, "--pred-labels", "canonical"]) == 0
+
+
+def test_evaluate_fusion_worker_threads_same_csv(fusion_dirs, tmp_path, capsys):
+    d = fusion_dirs
+    args = ["evaluate-fusion", "-a", str(d["a"]), "-b", str(d["b"]), "-f", str(d["f"])]
+    outs = []
+    for workers in ("1", "3"):
+        outs.append(tmp_path / f"w{workers}.csv")
+        assert main([*args, "--workers", workers, "-o", str(outs[-1])]) == 0
+    assert outs[0].read_text() == outs[1].read_text()
+    assert main([*args, "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err

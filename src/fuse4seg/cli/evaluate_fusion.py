@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
@@ -41,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="write per-image values to this CSV")
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda[:N] or mps (default auto)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="images scored at once on CPU (threads; default: the number of CPU cores)",
     )
 
 
@@ -95,10 +103,15 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.suffix.lower() != ".csv":
         raise ConfigError(f"--output must be a .csv file, got {args.output}")
     device = resolve_device(args.device)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if device.type == "cpu":
-        # per-image work is many small tensor ops: intra-op threads only add overhead (2-10x
-        # slower on a busy 2-core machine, see benchmarks/metrics_speed.py)
+        # one image per thread: the metric kernels run without the GIL, while intra-op threads
+        # on one small image only add overhead (see benchmarks/metrics_speed.py)
         torch.set_num_threads(1)
+    else:
+        workers = 1
     pairs, failures, unused = pair_files(args.source_a, args.source_b, args.fused)
     for msg in failures:
         print(f"FAILED {msg}", file=sys.stderr)
@@ -107,27 +120,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {len(unused)} source image(s) without a fused image ignored ({names})")
     metrics = list(CSV_COLUMNS[1:])
     required = [m for m in metrics if m not in _OPTIONAL]
-    rows: list[tuple[str, dict[str, float]]] = []
-    for stem, pa, pb, pf in pairs:
+
+    def score(pair: tuple[str, Path, Path, Path]) -> dict[str, float]:
+        _, pa, pb, pf = pair
+        imgs = [read_gray_reference(p) for p in (pa, pb, pf)]
+        if not imgs[0].shape == imgs[1].shape == imgs[2].shape:
+            sizes = ", ".join(f"{p} {i.shape}" for p, i in zip((pa, pb, pf), imgs, strict=True))
+            raise InputError(pf, f"image sizes differ: {sizes}")
+        t = torch.from_numpy(np.stack(imgs)).to(device)  # (3, H, W)
+        vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, required)
+        for name in _OPTIONAL:
+            try:
+                vals.update(
+                    compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, [name])
+                )
+            except ValueError:  # image too small for this metric
+                vals[name] = torch.full((1,), math.nan, dtype=torch.float64)
+        return {k: float(v[0]) for k, v in vals.items()}
+
+    def attempt(pair: tuple[str, Path, Path, Path]) -> dict[str, float] | Exception:
         try:
-            imgs = [read_gray_reference(p) for p in (pa, pb, pf)]
-            if not imgs[0].shape == imgs[1].shape == imgs[2].shape:
-                sizes = ", ".join(f"{p} {i.shape}" for p, i in zip((pa, pb, pf), imgs, strict=True))
-                raise InputError(pf, f"image sizes differ: {sizes}")
-            t = torch.from_numpy(np.stack(imgs)).to(device)  # (3, H, W)
-            vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, required)
-            for name in _OPTIONAL:
-                try:
-                    vals.update(
-                        compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, [name])
-                    )
-                except ValueError:  # image too small for this metric
-                    vals[name] = torch.full((1,), math.nan, dtype=torch.float64)
+            return score(pair)
         except (Fuse4SegError, ValueError) as exc:
-            failures.append(str(exc))
-            print(f"FAILED {stem}: {exc}", file=sys.stderr)
-            continue
-        rows.append((pf.name, {k: float(v[0]) for k, v in vals.items()}))
+            return exc
+
+    if workers > 1 and len(pairs) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
+            results = list(pool.map(attempt, pairs))
+    else:
+        results = [attempt(pair) for pair in pairs]
+    rows: list[tuple[str, dict[str, float]]] = []
+    for (stem, _, _, pf), result in zip(pairs, results, strict=True):
+        if isinstance(result, Exception):
+            failures.append(str(result))
+            print(f"FAILED {stem}: {result}", file=sys.stderr)
+        else:
+            rows.append((pf.name, result))
     means = {m: float(np.nanmean([r[m] for _, r in rows])) if rows else math.nan for m in metrics}
     width = max([len("image")] + [len(n) for n, _ in rows]) + 2
     print("image".ljust(width) + "".join(m.rjust(10) for m in metrics))
