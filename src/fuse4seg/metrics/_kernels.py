@@ -209,11 +209,12 @@ _LOG_BLOCK = 32  # factors multiplied before one log: each is < 1e4, so no overf
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def vif_num_den(x, windows, sizes, sigma_nsq, eps):  # pragma: no cover - compiled
+def vif_num_den(src, f, windows, sizes, sigma_nsq, eps):  # pragma: no cover - compiled
     """Numerator and denominator sums of multi-scale pixel VIF for one image.
 
     Args:
-        x: (S + 1, H, W) float64, C-contiguous: the S sources, then the fused image (0-255).
+        src: (S, H, W) sources and f: (H, W) fused image, float32 or float64, on 0-255
+            (read as float64: all arithmetic is float64).
         windows: (4, 17) float64, row ``s`` holding the ``sizes[s]`` Gaussian taps of scale s.
         sizes: (4,) int64 window sizes (17, 9, 5, 3).
         sigma_nsq, eps: the model's noise variance (2) and guard (1e-10).
@@ -224,30 +225,43 @@ def vif_num_den(x, windows, sizes, sigma_nsq, eps):  # pragma: no cover - compil
         reference evaluator's guards (natural logs: VIF = num / den is the same in any base).
         Logs are taken of products of up to 32 factors (each factor < 1e4 on 0-255 data).
     """
-    s1 = x.shape[0]
-    n_src = s1 - 1
+    n_src = src.shape[0]
+    s1 = n_src + 1
     num = np.zeros(n_src)
     den = np.zeros(n_src)
-    cur = x
+    h, wd = f.shape
+    # maps: the S + 1 images, their squares, each source times F (float64)
+    maps = np.empty((2 * s1 + n_src, h, wd))
+    for i in range(h):
+        for j in range(wd):
+            v = np.float64(f[i, j])
+            maps[n_src, i, j] = v
+            maps[s1 + n_src, i, j] = v * v
+    for m in range(n_src):
+        for i in range(h):
+            for j in range(wd):
+                v = np.float64(src[m, i, j])
+                maps[m, i, j] = v
+                maps[s1 + m, i, j] = v * v
+                maps[2 * s1 + m, i, j] = v * maps[n_src, i, j]
     for sc in range(4):
         k = sizes[sc]
         w = windows[sc]
-        if sc > 0:
-            nxt = np.empty((s1, (cur.shape[1] - k) // 2 + 1, (cur.shape[2] - k) // 2 + 1))
-            _separable_valid(cur, w, k, 2, nxt)
-            cur = nxt
-        h, wd = cur.shape[1], cur.shape[2]
-        maps = np.empty((2 * s1 + n_src, h, wd))
-        for m in range(s1):
-            for i in range(h):
-                for j in range(wd):
-                    v = cur[m, i, j]
-                    maps[m, i, j] = v
-                    maps[s1 + m, i, j] = v * v
-        for s in range(n_src):
-            for i in range(h):
-                for j in range(wd):
-                    maps[2 * s1 + s, i, j] = cur[s, i, j] * cur[n_src, i, j]
+        if sc > 0:  # filter the images of the last scale and keep every second pixel
+            h, wd = (h - k) // 2 + 1, (wd - k) // 2 + 1
+            cur = np.empty((s1, h, wd))
+            _separable_valid(maps[:s1], w, k, 2, cur)
+            maps = np.empty((2 * s1 + n_src, h, wd))
+            for m in range(s1):
+                for i in range(h):
+                    for j in range(wd):
+                        v = cur[m, i, j]
+                        maps[m, i, j] = v
+                        maps[s1 + m, i, j] = v * v
+            for m in range(n_src):
+                for i in range(h):
+                    for j in range(wd):
+                        maps[2 * s1 + m, i, j] = cur[m, i, j] * cur[n_src, i, j]
         ho, wo = h - k + 1, wd - k + 1
         filt = np.empty((2 * s1 + n_src, ho, wo))
         _separable_valid(maps, w, k, 1, filt)
@@ -503,44 +517,45 @@ def mutual_information_of_levels(a, b, base2):  # pragma: no cover - compiled
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def standard_deviation(x):  # pragma: no cover - compiled
-    """Population standard deviation of ``x`` (any shape, float64), two passes."""
+    """Population standard deviation of ``x`` (any shape), two passes in float64."""
     flat = x.ravel()
     n = flat.size
     total = 0.0
     for i in range(n):
-        total += flat[i]
+        total += np.float64(flat[i])
     mean = total / n
     acc = 0.0
     for i in range(n):
-        d = flat[i] - mean
+        d = np.float64(flat[i]) - mean
         acc += d * d
     return math.sqrt(acc / n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def spatial_frequency(f):  # pragma: no cover - compiled
-    """``sqrt(mean(row diffs^2) + mean(column diffs^2))`` of ``f`` (H, W) float64."""
+    """``sqrt(mean(row diffs^2) + mean(column diffs^2))`` of ``f`` (H, W), in float64."""
     h, w = f.shape
     rf = 0.0
     cf = 0.0
     for i in range(h):
         for j in range(1, w):
-            d = f[i, j] - f[i, j - 1]
+            d = np.float64(f[i, j]) - np.float64(f[i, j - 1])
             rf += d * d
     for i in range(1, h):
         for j in range(w):
-            d = f[i, j] - f[i - 1, j]
+            d = np.float64(f[i, j]) - np.float64(f[i - 1, j])
             cf += d * d
     return math.sqrt(rf / (h * (w - 1)) + cf / ((h - 1) * w))
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def average_gradient(f, central):  # pragma: no cover - compiled
-    """Mean of ``sqrt((G_rows^2 + G_cols^2) / 2)`` over ``f`` (H, W) float64.
+    """Mean of ``sqrt((G_rows^2 + G_cols^2) / 2)`` over ``f`` (H, W), in float64.
 
     ``central``: central differences, one-sided at the borders, over all pixels (NumPy's
     ``gradient``); else forward differences over the (H - 1)(W - 1) pixels that have both.
     """
+    f = f.astype(np.float64)
     h, w = f.shape
     acc = 0.0
     if central:
@@ -570,7 +585,7 @@ def average_gradient(f, central):  # pragma: no cover - compiled
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def mean_squared_error(src, f):  # pragma: no cover - compiled
-    """Mean over the S sources (S, ...) of the mean of ``(S_s - F)^2``, float64."""
+    """Mean over the S sources (S, ...) of the mean of ``(S_s - F)^2``, in float64."""
     fs = f.ravel()
     n = fs.size
     total = 0.0
@@ -578,7 +593,7 @@ def mean_squared_error(src, f):  # pragma: no cover - compiled
         ss = src[s].ravel()
         acc = 0.0
         for i in range(n):
-            d = ss[i] - fs[i]
+            d = np.float64(ss[i]) - np.float64(fs[i])
             acc += d * d
         total += acc / n
     return total / src.shape[0]
@@ -586,8 +601,10 @@ def mean_squared_error(src, f):  # pragma: no cover - compiled
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def scd(a, b, f):  # pragma: no cover - compiled
-    """``corr(A, F - B) + corr(B, F - A)`` (Pearson) of equally shaped float64 arrays."""
-    fa, fb, ff = a.ravel(), b.ravel(), f.ravel()
+    """``corr(A, F - B) + corr(B, F - A)`` (Pearson) of equally shaped arrays, in float64."""
+    fa = a.ravel().astype(np.float64)
+    fb = b.ravel().astype(np.float64)
+    ff = f.ravel().astype(np.float64)
     n = ff.size
     sa = sb = sfa = sfb = 0.0
     for i in range(n):

@@ -73,10 +73,12 @@ def _check_spatial_dims(spatial_dims: int) -> int:
     return spatial_dims
 
 
-def as_fused(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+def as_fused(x: torch.Tensor, spatial_dims: int = 2, native: bool = False) -> torch.Tensor:
     """Normalise a fused batch to ``(B, *spatial)`` in the working float dtype.
 
     Accepts ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)`` with 2 or 3 spatial dims.
+    ``native=True`` keeps float32 and float64 CPU tensors as they are (for the compiled
+    kernels, which read them in float64 themselves).
     """
     _check_spatial_dims(spatial_dims)
     if not isinstance(x, torch.Tensor):
@@ -92,22 +94,32 @@ def as_fused(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
         )
     if min(x.shape[1:]) < 2:
         raise ValueError(f"images must be at least 2 pixels along each axis, got {tuple(x.shape)}")
+    if native and _is_native(x):
+        return x
     return x.to(_work_dtype(x.device))
 
 
+def _is_native(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
 def as_sources(
-    sources: torch.Tensor | Sequence[torch.Tensor], fused: torch.Tensor, spatial_dims: int = 2
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    spatial_dims: int = 2,
+    native: bool = False,
 ) -> torch.Tensor:
     """Normalise sources to ``(B, S, *spatial)`` matching the (normalised) ``fused`` batch.
 
     ``sources`` is ``(B, S, *spatial)`` or a sequence of ``S`` tensors shaped like ``fused``.
+    ``native=True`` keeps float32 and float64 CPU tensors in their dtype (see ``as_fused``).
     """
     if isinstance(sources, torch.Tensor):
         if sources.ndim == spatial_dims + 1 and fused.shape[0] == 1:
             sources = sources.unsqueeze(0)  # (S, *spatial) for a single image
         src = sources
     else:
-        src = torch.stack([as_fused(s, spatial_dims) for s in sources], dim=1)
+        src = torch.stack([as_fused(s, spatial_dims, native) for s in sources], dim=1)
     if src.ndim != spatial_dims + 2 or src.shape[0] != fused.shape[0]:
         raise ValueError(
             f"sources must be (B, S, *spatial) with B={fused.shape[0]}, got {tuple(src.shape)}"
@@ -118,7 +130,30 @@ def as_sources(
         )
     if src.shape[1] < 1:
         raise ValueError("at least one source image is needed")
+    if native and _is_native(src) and src.device == fused.device:
+        return src
     return src.to(device=fused.device, dtype=fused.dtype)
+
+
+def _inputs(
+    fused: torch.Tensor,
+    sources: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    spatial_dims: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fused (B, *spatial), sources (B, S, *spatial))`` for a metric with a kernel.
+
+    On CPU with the kernels, float32 and float64 inputs are passed on as they are (a mixed
+    pair becomes float64); otherwise both are in the working dtype, as ``as_fused`` gives.
+    Without ``sources`` the second element is an empty tensor.
+    """
+    f = as_fused(fused, spatial_dims, native=True)
+    src = f.new_empty(0) if sources is None else as_sources(sources, f, spatial_dims, native=True)
+    if sources is not None and src.dtype != f.dtype:
+        f, src = f.double(), src.double()
+    if not _use_kernels(f):
+        work = _work_dtype(f.device)
+        f, src = f.to(work), src.to(work)
+    return f, src
 
 
 def _levels(x: torch.Tensor, convention: str, data_range: float) -> torch.Tensor:
@@ -218,7 +253,7 @@ def entropy(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused, spatial_dims)
+    f, _ = _inputs(fused, None, spatial_dims)
     data_range = _check_range(data_range)
     if _use_kernels(f):
         lf = _levels_compiled(f, convention, data_range)
@@ -229,7 +264,7 @@ def entropy(
 
 def standard_deviation(fused: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
     """SD: population standard deviation of ``fused`` (B, *spatial) -> (B,). Same in both."""
-    f = as_fused(fused, spatial_dims)
+    f, _ = _inputs(fused, None, spatial_dims)
     if _use_kernels(f):
         return _per_image(_kernels.standard_deviation, f)
     return f.flatten(1).std(dim=1, correction=0).double()
@@ -237,7 +272,7 @@ def standard_deviation(fused: torch.Tensor, spatial_dims: int = 2) -> torch.Tens
 
 def spatial_frequency(fused: torch.Tensor) -> torch.Tensor:
     """SF = sqrt(mean(row diffs^2) + mean(column diffs^2)); (B, H, W) -> (B,). Same in both."""
-    f = as_fused(fused)
+    f, _ = _inputs(fused)
     if _use_kernels(f):
         return _per_image(_kernels.spatial_frequency, f)
     rf = (f[:, :, 1:] - f[:, :, :-1]).square().mean((1, 2))
@@ -258,7 +293,9 @@ def average_gradient(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused, spatial_dims)
+    f, _ = _inputs(fused, None, spatial_dims)
+    if spatial_dims == 3:
+        f = f.to(_work_dtype(f.device))
     if spatial_dims == 2 and _use_kernels(f):
         central = convention == "reference"
         return _per_image(lambda x: _kernels.average_gradient(x, central), f)
@@ -294,8 +331,7 @@ def mutual_information(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused, spatial_dims)
-    src = as_sources(sources, f, spatial_dims)
+    f, src = _inputs(fused, sources, spatial_dims)
     data_range = _check_range(data_range)
     if _use_kernels(f):
         lf = _levels_compiled(f, convention, data_range)
@@ -334,8 +370,7 @@ def scd(
     Returns:
         (B,) float64 (NaN where a correlation is undefined, e.g. a constant image).
     """
-    f = as_fused(fused, spatial_dims)
-    src = as_sources(sources, f, spatial_dims)
+    f, src = _inputs(fused, sources, spatial_dims)
     if src.shape[1] != 2:
         raise ValueError(f"SCD is defined for exactly 2 sources, got {src.shape[1]}")
     if _use_kernels(f):
@@ -366,16 +401,20 @@ def vif(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused)
-    src = as_sources(sources, f)
+    f, src = _inputs(fused, sources)
     data_range = _check_range(data_range)
+    _check_vif_size(tuple(f.shape[1:]))
+    if _use_kernels(f):
+        if convention == "standard" and data_range != 255.0:  # rescale in float64
+            f, src = (
+                _to_255(f.double(), convention, data_range),
+                _to_255(src.double(), convention, data_range),
+            )
+        return _vif_compiled(src, f)
     x = torch.cat([src, f.unsqueeze(1)], 1)  # (B, S+1, H, W)
     x = _to_255(x, convention, data_range)
     b, s1 = x.shape[0], x.shape[1]
     n_src = s1 - 1
-    _check_vif_size(tuple(f.shape[1:]))
-    if _use_kernels(x):
-        return _vif_compiled(x)
     num = torch.zeros(b, n_src, dtype=x.dtype, device=x.device)
     den = torch.zeros_like(num)
     eps = _VIF_EPS
@@ -431,7 +470,7 @@ def _check_vif_size(shape: tuple[int, ...]) -> None:
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float64 and _kernels.available()
+    return _is_native(x) and _kernels.available()
 
 
 _VIF_WINDOWS: tuple[np.ndarray, np.ndarray] | None = None
@@ -449,15 +488,13 @@ def _vif_windows() -> tuple[np.ndarray, np.ndarray]:
     return _VIF_WINDOWS
 
 
-def _vif_compiled(x: torch.Tensor) -> torch.Tensor:
-    """VIF of a CPU float64 stack (B, S+1, H, W) (sources, then fused) with the kernel."""
+def _vif_compiled(src: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """VIF of CPU sources (B, S, H, W) and fused images (B, H, W) on 0-255 with the kernel."""
     taps, sizes = _vif_windows()
-    arr = x.detach().numpy()
-    out = torch.empty(x.shape[0], dtype=torch.float64)
-    for i in range(x.shape[0]):
-        num, den = _kernels.vif_num_den(
-            np.ascontiguousarray(arr[i]), taps, sizes, _VIF_SIGMA_NSQ, _VIF_EPS
-        )
+    ss, fs = _arrays(src), _arrays(f)
+    out = torch.empty(f.shape[0], dtype=torch.float64)
+    for i in range(f.shape[0]):
+        num, den = _kernels.vif_num_den(ss[i], fs[i], taps, sizes, _VIF_SIGMA_NSQ, _VIF_EPS)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = num / den
         out[i] = float(np.where(np.isnan(ratio), 1.0, ratio).sum())
@@ -491,13 +528,15 @@ def qabf(
         (B,) float64 (NaN if every source is constant).
     """
     _check_convention(convention)
-    f = as_fused(fused)
-    src = as_sources(sources, f)
+    f, src = _inputs(fused, sources)
+    use_kernels = _use_kernels(f)
     if convention == "reference":  # float32, as the reference evaluator
         src, f = src.float(), f.float()
+    else:
+        src, f = src.to(_work_dtype(f.device)), f.to(_work_dtype(f.device))
     b, n_src = src.shape[:2]
     x = torch.cat([src, f.unsqueeze(1)], 1)  # (B, S+1, H, W): all Sobel responses at once
-    if x.device.type == "cpu" and _kernels.available():
+    if use_kernels:
         return _qabf_compiled(x, convention == "reference")
     g, g2, ang = (t.view(x.shape) for t in _gradient_angle(x.flatten(0, 1)))
     g_s, g2_s, a_s = g[:, :n_src], g2[:, :n_src], ang[:, :n_src]
@@ -547,7 +586,7 @@ def _ssim_maps(x: torch.Tensor, y: torch.Tensor, convention: str, data_range: fl
     b, n_src = y.shape[:2]
     if convention == "reference":
         # skimage 0.19+: float32 arithmetic, 7x7 uniform window, sample covariance.
-        use_kernels = _use_kernels(x)
+        use_kernels = _use_kernels(x) and _use_kernels(y)
         x, y = x.float(), y.float()
         if use_kernels:
             return _ssim_reference_compiled(x, y)
@@ -613,8 +652,9 @@ def ssim_sum(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused)
-    src = as_sources(sources, f)
+    f, src = _inputs(fused, sources)
+    if convention == "standard" or not _use_kernels(f):
+        f, src = f.to(_work_dtype(f.device)), src.to(_work_dtype(f.device))
     need = 7 if convention == "reference" else 11
     if min(f.shape[1:]) < need:
         raise ValueError(f"images must be at least {need} px for SSIM, got {tuple(f.shape[1:])}")
@@ -637,15 +677,14 @@ def psnr(
         (B,) float64.
     """
     _check_convention(convention)
-    f = as_fused(fused, spatial_dims)
-    src = as_sources(sources, f, spatial_dims)
+    f, src = _inputs(fused, sources, spatial_dims)
     if _use_kernels(f):
         fs, ss = _arrays(f), _arrays(src)
         mse = _per_image(lambda i: _kernels.mean_squared_error(ss[i], fs[i]), range(len(fs)))
     else:
         mse = (src - f.unsqueeze(1)).square().flatten(2).mean(2).mean(1)
     if convention == "reference":
-        peak2 = f.flatten(1).amax(1).square()
+        peak2 = f.flatten(1).amax(1).double().square()
     else:
         peak2 = torch.full_like(mse, _check_range(data_range) ** 2)
     return (10.0 * torch.log10(peak2 / mse)).double()

@@ -76,8 +76,8 @@ def compute_fusion_metrics(
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown fusion metric(s) {unknown}; choose from {list(table)}")
-    f = fm.as_fused(fused)
-    src = fm.as_sources(sources, f)
+    # float32 CPU inputs stay float32 (each metric converts what it needs, chunk by chunk)
+    f, src = fm._inputs(fused, sources)
     if chunk_size is None:
         chunk_size = 1 if f.device.type == "cpu" else 64
     if chunk_size < 1:
