@@ -11,6 +11,10 @@ may have any range, given by ``data_range`` (the peak value; levels are ``x * 25
 data_range``). Every function returns a float64 tensor ``(B,)`` on the input's device.
 Computations run in float64 (float32 where the reference evaluator itself is float32), so
 metrics are exact to about 1e-10 on CPU and CUDA; on Apple MPS (no float64) they are float32.
+
+On CPU most metrics run as compiled kernels (``_kernels.py``, Numba; same arithmetic, about
+3x faster); the tensor code after each kernel branch is what runs on other devices, without
+Numba, or with ``FUSE4SEG_METRICS_BACKEND=torch``.
 """
 
 from __future__ import annotations
