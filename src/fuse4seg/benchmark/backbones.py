@@ -9,9 +9,19 @@ Both are wrapped in :class:`PaddedBackbone`, which zero-pads ``(B, C, H, W)`` in
 bottom/right to the network's size multiple (SwinUNETR: 32, and at least 64 px; DynUNet:
 ``2^(stages-1)``) and crops the logits back, so any slice size works. Widths follow the seg
 preset (``tiny`` for tests and CPU demos, ``base``, ``paper``).
+
+Model files: a backbone is the follower of a :class:`~fuse4seg.train.model_file.FusionSegModel`
+(the benchmark rows use the ``multichannel`` input: the M modalities as channels), so the
+trainer's ``save_model_file`` writes it, with ``segmentation["arch"]`` = the backbone name and
+``segmentation["config"]`` = :attr:`PaddedBackbone.config` (every hyper-parameter, see
+:func:`backbone_from_config`); ``load_model_file`` rebuilds it and ``fuse4seg predict`` runs
+it. :func:`save_backbone_model_file` writes one directly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +30,13 @@ from torch import nn
 from fuse4seg.errors import ConfigError
 from fuse4seg.inference.padding import crop_to, pad_to_multiple
 
-__all__ = ["EXTERNAL_BACKBONES", "PaddedBackbone", "create_backbone"]
+__all__ = [
+    "EXTERNAL_BACKBONES",
+    "PaddedBackbone",
+    "backbone_from_config",
+    "create_backbone",
+    "save_backbone_model_file",
+]
 
 # preset -> DynUNet filters per stage (nnU-Net 2D: 32, 64, 128, 256, 512, 512, ...)
 _DYNUNET_FILTERS: dict[str, tuple[int, ...]] = {
@@ -42,9 +58,11 @@ class PaddedBackbone(nn.Module):
     divisible by ``multiple``: zero-pad, run, crop.
 
     Attributes:
-        config: plain dict describing the backbone (stored in ``model.pt`` by the trainer;
-            such a model file is for the record, ``fuse4seg predict`` only loads SegNet
-            followers).
+        config: plain dict describing the backbone: ``backbone`` (name), ``preset``,
+            ``in_channels``, ``num_classes`` and the network's hyper-parameters (DynUNet:
+            ``filters``; SwinUNETR: ``feature_size``, ``depths``, ``num_heads``). Stored in
+            ``model.pt`` as ``segmentation["config"]``; :func:`backbone_from_config` rebuilds
+            the network from it.
     """
 
     def __init__(self, net: nn.Module, multiple: int, config: dict, min_size: int = 0) -> None:
@@ -65,6 +83,11 @@ class PaddedBackbone(nn.Module):
             out = out[0]
         return crop_to(out, size)
 
+    @property
+    def arch(self) -> str:
+        """The ``segmentation["arch"]`` of a model file (the backbone name)."""
+        return str(self.config["backbone"])
+
 
 def create_backbone(
     name: str, in_channels: int, num_classes: int = 4, preset: str = "base"
@@ -78,17 +101,60 @@ def create_backbone(
         raise ConfigError(f"unknown backbone {name!r}; choose from {EXTERNAL_BACKBONES}")
     if preset not in _DYNUNET_FILTERS:
         raise ConfigError(f"unknown preset {preset!r} for {name}; choose from tiny, base, paper")
-    cfg = {
+    cfg: dict = {
         "backbone": name,
         "preset": preset,
         "in_channels": in_channels,
         "num_classes": num_classes,
     }
     if name == "dynunet":
+        cfg["filters"] = list(_DYNUNET_FILTERS[preset])
+    else:
+        feature_size, depths, heads = _SWIN[preset]
+        cfg.update(feature_size=feature_size, depths=list(depths), num_heads=list(heads))
+    return backbone_from_config(cfg)
+
+
+def _ints(cfg: dict, key: str) -> list[int]:
+    value = cfg[key]
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, int) and v > 0 for v in value)
+    ):
+        raise ConfigError(f"backbone config {key!r} must be a list of positive ints, got {value!r}")
+    return [int(v) for v in value]
+
+
+def _int(cfg: dict, key: str) -> int:
+    value = cfg[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"backbone config {key!r} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def backbone_from_config(config: dict) -> PaddedBackbone:
+    """Rebuild a backbone (untrained weights) from :attr:`PaddedBackbone.config`.
+
+    The network is built from the stored hyper-parameters (not from the preset tables), so a
+    model file stays loadable if the presets change.
+
+    Raises:
+        ConfigError: unknown backbone, missing or invalid hyper-parameter.
+        KeyError: a required key is missing.
+    """
+    cfg = dict(config)
+    name = cfg.get("backbone")
+    if name not in EXTERNAL_BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; choose from {EXTERNAL_BACKBONES}")
+    in_channels, num_classes = _int(cfg, "in_channels"), _int(cfg, "num_classes")
+    if name == "dynunet":
         from monai.networks.nets import DynUNet
 
-        filters = _DYNUNET_FILTERS[preset]
+        filters = _ints(cfg, "filters")
         n = len(filters)
+        if n < 2:
+            raise ConfigError(f"DynUNet needs at least 2 stages, got filters {filters}")
         strides = [1] + [2] * (n - 1)
         net = DynUNet(
             spatial_dims=2,
@@ -97,24 +163,81 @@ def create_backbone(
             kernel_size=[3] * n,
             strides=strides,
             upsample_kernel_size=strides[1:],
-            filters=list(filters),
+            filters=filters,
             norm_name=("INSTANCE", {"affine": True}),
             deep_supervision=False,
             res_block=False,
         )
-        cfg["filters"] = list(filters)
         return PaddedBackbone(net, 2 ** (n - 1), cfg)
     from monai.networks.nets import SwinUNETR
 
-    feature_size, depths, heads = _SWIN[preset]
+    feature_size = _int(cfg, "feature_size")
+    depths, heads = _ints(cfg, "depths"), _ints(cfg, "num_heads")
     net = SwinUNETR(
         in_channels=in_channels,
         out_channels=num_classes,
         feature_size=feature_size,
-        depths=depths,
-        num_heads=heads,
+        depths=tuple(depths),
+        num_heads=tuple(heads),
         spatial_dims=2,
     )
-    cfg.update(feature_size=feature_size, depths=list(depths), num_heads=list(heads))
     # >= 64: the 1/32 bottleneck must keep > 1 pixel for SwinUNETR's instance norms
     return PaddedBackbone(net, 32, cfg, min_size=64)
+
+
+def save_backbone_model_file(
+    backbone: PaddedBackbone,
+    path: str | Path,
+    modalities: Sequence[str],
+    *,
+    fusion_rule: str | None = None,
+    method: str | None = None,
+    preprocessing: dict | None = None,
+    input_size: int | None = None,
+    train_config: dict | None = None,
+) -> None:
+    """Write a trained ``backbone`` as a ``model.pt`` that ``fuse4seg predict`` loads.
+
+    The input is fixed, as in the benchmark: ``fusion_rule=None`` feeds the M ``modalities``
+    as channels (the ``dynunet`` / ``swinunetr`` rows, method ``multichannel``); a rule name
+    (``average`` = the modality mean, ``max``, ``laplacian``, ``dwt``, ``pca``) feeds the
+    rule's one-channel fused image. The file is the standard model file (see
+    :func:`fuse4seg.train.model_file.save_model_file`) with ``segmentation["arch"]`` = the
+    backbone name; the trainer writes the same file for the benchmark's backbone rows.
+
+    Raises:
+        ConfigError: the backbone's ``in_channels`` does not match the input, or an unknown
+            rule.
+    """
+    from fuse4seg.train.model_file import FusionSegModel, save_model_file
+
+    modalities = list(modalities)
+    if fusion_rule is not None:
+        from fuse4seg.fusion_rules import get_fusion_rule
+
+        get_fusion_rule(fusion_rule)  # ConfigError for an unknown rule
+    need = 1 if fusion_rule is not None else len(modalities)
+    if int(backbone.config["in_channels"]) != need:
+        raise ConfigError(
+            f"{backbone.arch} has {backbone.config['in_channels']} input channels; the "
+            f"{'rule ' + repr(fusion_rule) if fusion_rule else 'multichannel'} input of "
+            f"{modalities} has {need}"
+        )
+    if method is None:
+        method = (
+            "multichannel"
+            if fusion_rule is None
+            else ("average" if fusion_rule == "average" else f"rule-{fusion_rule}")
+        )
+    model = FusionSegModel(
+        method=method,
+        modalities=modalities,
+        seg_net=backbone,
+        fusion_rule=fusion_rule,
+        num_classes=int(backbone.config["num_classes"]),
+        preprocessing=preprocessing,
+        input_size=input_size,
+        seg_preset=str(backbone.config.get("preset") or ""),
+        train_config=train_config,
+    )
+    save_model_file(model, path)

@@ -30,7 +30,9 @@ Fuse4Seg and ablations (Table 3, each drops one component)
 =================  ==========================================================================
 
 Rule pipelines train the follower on the rule's output at every step (warm-up and rollout),
-registered as trainer methods ``rule-<name>`` (see :func:`register_rule_methods`).
+the trainer methods ``rule-<name>`` of :mod:`fuse4seg.train.rule_methods` (registered
+whenever :mod:`fuse4seg.train.methods` is imported; :func:`register_rule_methods` is
+re-exported here).
 
 Outputs in ``OUT``: ``seg_results.md`` (Dice, IoU, HD95 and cost tables), ``seg_results.csv``
 (mean and std columns), ``seg_per_case.csv``, ``seg_examples_<group>.png``, ``report.html``,
@@ -55,6 +57,7 @@ import torch
 from fuse4seg.benchmark.tables import MeanStd, mean_std, to_csv, to_markdown
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
+from fuse4seg.train.rule_methods import RULE_METHOD_RULES, register_rule_methods
 
 __all__ = [
     "SegMethod",
@@ -75,7 +78,8 @@ _GROUP_TITLES = {
     "multichannel": "Direct multi-channel segmentation",
     "fuse4seg": "Fuse4Seg and ablations",
 }
-_RULES = ("average", "max", "laplacian", "dwt", "pca")
+#: the rule pipelines: the mean (trainer method ``average``), then the ``rule-<name>`` methods
+_RULES = ("average", *RULE_METHOD_RULES)
 
 
 @dataclass(frozen=True)
@@ -164,59 +168,6 @@ SEG_METHODS: dict[str, SegMethod] = {
         ),
     ]
 }
-
-
-def _rule_batch_fns(rule: str):
-    from fuse4seg.fusion_rules import get_fusion_rule
-    from fuse4seg.train import bilevel
-
-    fuse = get_fusion_rule(rule)
-
-    def warmup(state, x, y, case_ids, cfg) -> dict:
-        with torch.no_grad():
-            x_in = fuse(x)
-        return {"seg": bilevel.follower_step(state, x_in, y)}
-
-    def rollout(state, x, y, case_ids, cfg) -> dict:
-        with torch.no_grad():
-            x_in = fuse(x)
-        loss = 0.0
-        for _ in range(cfg.inner_steps):
-            loss = bilevel.follower_step(state, x_in, y)
-        return {"seg": loss}
-
-    def steps(cfg, stage: str) -> tuple[int, int]:
-        return (0, 1) if stage == "warmup" else (0, cfg.inner_steps)
-
-    return warmup, rollout, steps
-
-
-def register_rule_methods(rules: Sequence[str] = _RULES[1:]) -> list[str]:
-    """Register trainer methods ``rule-<name>``: the follower trained on a classical rule's
-    fused image at every step (warm-up: 1 step per batch, rollout: K steps), the rule stored
-    in ``model.pt`` as ``fusion_rule``. Idempotent; returns the method names."""
-    from fuse4seg.train.methods import METHODS, MethodSpec, register_method
-
-    names = []
-    for rule in rules:
-        name = f"rule-{rule}"
-        names.append(name)
-        if name in METHODS:
-            continue
-        warmup, rollout, steps = _rule_batch_fns(rule)
-        register_method(
-            MethodSpec(
-                name,
-                f"follower on the classical {rule} fusion rule's image (disjoint pipeline)",
-                has_leader=False,
-                seg_input="mean",  # one input channel, like the mean
-                fusion_rule=rule,
-                warmup=warmup,
-                rollout=rollout,
-                steps_per_batch=steps,
-            )
-        )
-    return names
 
 
 @dataclass

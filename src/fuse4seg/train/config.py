@@ -37,7 +37,7 @@ class TrainConfig:
     """Every setting of a training run (defaults = the ``base`` preset)."""
 
     # --- what is trained -------------------------------------------------------------
-    method: str = "fuse4seg"  # fuse4seg | disjoint | average | multichannel (see methods.py)
+    method: str = "fuse4seg"  # fuse4seg, disjoint, average, multichannel, rule-*, ... (methods.py)
     preset: str = "base"  # name of the preset these values started from
     bilevel: bool = True  # False = --no-bilevel: leader and follower trained jointly
     use_decomp: bool = True  # False = --no-decomp: alpha term dropped

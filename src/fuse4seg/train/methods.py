@@ -15,6 +15,9 @@ disjoint        leader step on fusion losses only +  K follower steps on the fro
                 follower step on x_avg               output (whole batch)
 average         follower step on x_avg               K follower steps on x_avg (whole batch)
 multichannel    follower step on the M modalities    K follower steps on the M modalities
+rule-<name>     follower step on a classical rule's  K follower steps on the rule's image
+                fused image (max, laplacian, dwt,    (:mod:`fuse4seg.train.rule_methods`)
+                pca)
 ==============  ===================================  ==========================================
 
 So every method makes the same number of follower optimiser steps (``warm-up batches + K x
@@ -226,10 +229,13 @@ register_method(
 
 
 def _register_variants() -> None:
-    """Methods defined in other subpackages (their modules import this one lazily)."""
+    """Methods defined in other modules (they import this one lazily): ``fuse4seg-v1`` and
+    the classical-rule pipelines ``rule-<name>`` (:mod:`fuse4seg.train.rule_methods`)."""
+    from fuse4seg.train.rule_methods import register_rule_methods
     from fuse4seg.v1.cooperative import register_v1_method
 
     register_v1_method()
+    register_rule_methods()
 
 
 _register_variants()

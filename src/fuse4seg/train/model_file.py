@@ -4,6 +4,13 @@
 weights_only=True)`` reads: the method, modalities, the EMA leader (``fusion``) or a
 classical ``fusion_rule``, the follower (``segmentation``), the prepare manifest's
 normalisation and the training config.
+
+The follower is rebuilt by ``segmentation["arch"]``: ``"segnet"`` (:class:`fuse4seg.models.
+SegNet`, also when the key is absent) or an external MONAI backbone of
+:mod:`fuse4seg.benchmark.backbones` (``"dynunet"``, ``"swinunetr"``; ``config`` =
+``PaddedBackbone.config``). The follower's input is fixed by the file, as in training: the
+leader's fused image (``fusion``), a classical ``fusion_rule`` (``average`` = the modality
+mean), or, with neither, the M modalities as channels (``multichannel``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from fuse4seg.io.atomic import save_torch_atomic
 __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
+    "SEG_ARCHS",
     "FusionSegModel",
     "save_model_file",
     "load_model_file",
@@ -28,6 +36,11 @@ __all__ = [
 
 MODEL_FORMAT = "fuse4seg-model"
 MODEL_FORMAT_VERSION = 1
+#: ``segmentation["arch"]`` values: our SegNet and the benchmark's MONAI backbones
+#: (:data:`fuse4seg.benchmark.backbones.EXTERNAL_BACKBONES`).
+SEG_ARCHS: tuple[str, ...] = ("segnet", "dynunet", "swinunetr")
+#: ``fusion["config"]["arch"]`` values (absent: :class:`fuse4seg.models.FusionNet`).
+_FUSION_ARCHS: tuple[str | None, ...] = (None, "v1")
 
 
 class FusionSegModel(nn.Module):
@@ -115,6 +128,31 @@ def _net_config(net: nn.Module) -> dict:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
+def _segmentation_entry(model: FusionSegModel, in_channels: int) -> dict:
+    """``segmentation`` of ``model.pt``: arch, preset, input channels, config, weights."""
+    net = model.seg_net
+    arch = getattr(net, "arch", "segnet")  # PaddedBackbone.arch: the backbone name
+    if arch not in SEG_ARCHS:
+        raise ValueError(f"{type(net).__name__} has arch {arch!r}; known: {SEG_ARCHS}")
+    entry = {
+        "arch": arch,
+        "preset": model.seg_preset or "",
+        "in_channels": in_channels,
+        "config": _net_config(net),
+        "state_dict": net.state_dict(),
+    }
+    if arch != "segnet":
+        import monai
+
+        if int(entry["config"].get("in_channels", -1)) != in_channels:
+            raise ValueError(
+                f"{arch} has {entry['config'].get('in_channels')} input channels, the "
+                f"model's input has {in_channels}"
+            )
+        entry["monai_version"] = str(monai.__version__)  # for the record (weight names)
+    return entry
+
+
 def save_model_file(model: FusionSegModel, path: str | Path) -> None:
     """Write ``model`` as ``model.pt`` (plain dict, weights_only-loadable), atomically."""
     from fuse4seg import __version__
@@ -126,7 +164,6 @@ def save_model_file(model: FusionSegModel, path: str | Path) -> None:
             "config": _net_config(model.fusion_net),
             "state_dict": model.fusion_net.state_dict(),
         }
-    seg_cfg = _net_config(model.seg_net)
     in_channels = 1 if (model.fusion_net is not None or model.fusion_rule) else model.num_modalities
     payload = {
         "format": MODEL_FORMAT,
@@ -137,12 +174,7 @@ def save_model_file(model: FusionSegModel, path: str | Path) -> None:
         "input_size": int(model.input_size) if model.input_size is not None else 0,
         "fusion": fusion,
         "fusion_rule": model.fusion_rule,
-        "segmentation": {
-            "preset": model.seg_preset or "",
-            "in_channels": in_channels,
-            "config": seg_cfg,
-            "state_dict": model.seg_net.state_dict(),
-        },
+        "segmentation": _segmentation_entry(model, in_channels),
         "normalisation": model.preprocessing,
         "train_config": model.train_config,
         "fuse4seg_version": __version__,
@@ -157,6 +189,43 @@ def _require(d: dict, key: str, kind: type | tuple[type, ...], path: Path) -> An
     if not isinstance(value, kind):
         raise ModelFileError(path, f"corrupt model file ({key!r} has type {type(value).__name__})")
     return value
+
+
+def _seg_arch(seg: dict, path: Path) -> str:
+    """``segmentation["arch"]``; files written before the key: ``config["backbone"]`` for the
+    benchmark's backbones, else ``"segnet"``."""
+    arch = seg.get("arch")
+    if arch is None:
+        cfg = seg.get("config")
+        arch = cfg.get("backbone", "segnet") if isinstance(cfg, dict) else "segnet"
+    if not isinstance(arch, str):
+        raise ModelFileError(path, f"corrupt model file ('arch' has type {type(arch).__name__})")
+    if arch not in SEG_ARCHS:
+        raise ModelFileError(
+            path, f"unknown segmentation arch {arch!r} (known: {', '.join(SEG_ARCHS)})"
+        )
+    return arch
+
+
+def _build_seg_net(arch: str, seg: dict, expected_in: int, path: Path) -> nn.Module:
+    config = seg["config"]
+    if not isinstance(config, dict):
+        raise ModelFileError(path, "corrupt model file ('segmentation' config is not a dict)")
+    if arch == "segnet":
+        from fuse4seg.models import SegNet
+
+        return SegNet.from_config(config)
+    from fuse4seg.benchmark.backbones import backbone_from_config
+
+    if config.get("backbone") != arch:
+        found = config.get("backbone")
+        raise ModelFileError(path, f"corrupt model file (arch {arch!r}, config backbone {found!r})")
+    if config.get("in_channels") != expected_in:
+        found = config.get("in_channels")
+        raise ModelFileError(
+            path, f"corrupt model file ({arch} takes {found} channels, the input has {expected_in})"
+        )
+    return backbone_from_config(config)
 
 
 def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> FusionSegModel:
@@ -183,13 +252,31 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
         from fuse4seg.rmr.predict import rmr_model_from_dict
 
         return rmr_model_from_dict(data, path)
-    from fuse4seg.models import FusionNet, SegNet
+    from fuse4seg.models import FusionNet
 
     modalities = _require(data, "modalities", list, path)
     seg = _require(data, "segmentation", dict, path)
     fusion = data.get("fusion")
+    fusion_rule = data.get("fusion_rule")
+    seg_arch = _seg_arch(seg, path)
+    if fusion is not None:
+        fusion_cfg = fusion.get("config") if isinstance(fusion, dict) else None
+        if not isinstance(fusion_cfg, dict):
+            raise ModelFileError(path, "corrupt model file ('fusion' has no config dict)")
+        if fusion_cfg.get("arch") not in _FUSION_ARCHS:
+            raise ModelFileError(
+                path, f"unknown fusion arch {fusion_cfg.get('arch')!r} (known: v1, or none)"
+            )
+    if fusion_rule is not None:
+        from fuse4seg.fusion_rules import FUSION_RULES
+
+        if not isinstance(fusion_rule, str) or fusion_rule not in FUSION_RULES:
+            raise ModelFileError(
+                path, f"unknown fusion_rule {fusion_rule!r} (known: {', '.join(FUSION_RULES)})"
+            )
     try:
-        seg_net = SegNet.from_config(seg["config"])
+        expected_in = 1 if (fusion is not None or fusion_rule) else len(modalities)
+        seg_net = _build_seg_net(seg_arch, seg, expected_in, path)
         seg_net.load_state_dict(seg["state_dict"])
         fusion_net = None
         if fusion is not None:
@@ -200,7 +287,9 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
             else:
                 fusion_net = FusionNet.from_config(fusion["config"])
             fusion_net.load_state_dict(fusion["state_dict"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    except ModelFileError:
+        raise
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(path, f"incompatible network weights ({msg[:200]})") from exc
     model = FusionSegModel(
@@ -208,7 +297,7 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
         modalities=modalities,
         seg_net=seg_net,
         fusion_net=fusion_net,
-        fusion_rule=data.get("fusion_rule"),
+        fusion_rule=fusion_rule,
         num_classes=int(data.get("num_classes", 4)),
         preprocessing=data.get("normalisation") or {},
         input_size=int(data.get("input_size") or 0) or None,
