@@ -343,3 +343,39 @@ def test_predict_slices_resamples_like_prepare(make_threshold_model):
         torch.testing.assert_close(fused, expect, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"expected slices \(N, 2, H, W\)"):
         pred.predict_slices(torch.rand(1, 3, 8, 8))
+
+
+def test_write_failure_fails_that_case_only(phantom_root, tmp_path, capsys, monkeypatch):
+    """Outputs are written on a background thread: a write error still fails only its case,
+    in order, and the other cases' files are complete."""
+    import fuse4seg.inference.writer as writer_module
+    from fuse4seg.errors import InputError
+
+    root = tmp_path / "cases"
+    for name in ("A", "B", "C"):
+        _copy_case(phantom_root / "Phantom_000", root, name)
+    model_path = tmp_path / "model.pt"
+    save_model_file(_average_rule_model(), model_path)
+    real_write = writer_module.write_prediction
+
+    def flaky_write(pred, out_dir):
+        if pred.case.case_id == "B":
+            raise InputError(Path(out_dir) / "B_seg.nii.gz", "disk full (simulated)")
+        return real_write(pred, out_dir)
+
+    monkeypatch.setattr(writer_module, "write_prediction", flaky_write)
+    out = tmp_path / "out"
+    args = ["predict", "-m", str(model_path), "-i", str(root), "-o", str(out)]
+    rc = main([*args, "--device", "cpu", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "FAILED B: " in captured.err and "disk full (simulated)" in captured.err
+    assert "2 cases done, 0 skipped, 1 failed" in captured.err
+    assert captured.out.index("A: Dice") < captured.out.index("C: Dice")
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [
+        "A_fused.nii.gz",
+        "A_seg.nii.gz",
+        "C_fused.nii.gz",
+        "C_seg.nii.gz",
+    ]
+    _no_temporaries(out)

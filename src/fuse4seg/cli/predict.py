@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from fuse4seg.errors import Fuse4SegError, InputError
 
@@ -112,6 +114,26 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     report = BatchReport()
+    # Outputs are written by one background thread (gzip compression releases the GIL) while
+    # the next case is read and predicted; at most one case waits to be written.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse4seg-writer")
+    pending: list[tuple[str, Future, Any]] = []
+
+    def settle(keep: int) -> None:
+        while len(pending) > keep:
+            case_id, future, pred = pending.pop(0)
+            try:
+                future.result()
+            except Fuse4SegError as exc:
+                report.fail(case_id, str(exc))
+                continue
+            report.done.append(case_id)
+            dice = pred.dice()
+            if dice is not None:
+                _print_dice(case_id, dice)
+            elif pred.seg_problem:
+                print(f"note: {case_id}: seg not scored ({pred.seg_problem})", flush=True)
+
     try:
         bar = tqdm(cases, desc="predict", unit="case", disable=args.no_progress or None)
         for case in bar:
@@ -121,17 +143,14 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 pred = predictor.predict_case(case)
-                write_prediction(pred, args.output)
             except Fuse4SegError as exc:
                 report.fail(case.case_id, str(exc))
                 continue
-            report.done.append(case.case_id)
-            dice = pred.dice()
-            if dice is not None:
-                _print_dice(case.case_id, dice)
-            elif pred.seg_problem:
-                print(f"note: {case.case_id}: seg not scored ({pred.seg_problem})", flush=True)
+            pending.append((case.case_id, writer.submit(write_prediction, pred, args.output), pred))
+            settle(keep=1)
+        settle(keep=0)
     finally:
+        writer.shutdown(wait=True)  # a write in flight completes (atomically) even on SIGTERM
         signal.signal(signal.SIGTERM, previous)
     print(report.summary("cases"), file=sys.stderr if report.failed else sys.stdout)
     return report.exit_code
