@@ -160,3 +160,29 @@ def test_cpu_inference_chunking_matches_whole_batch():
     torch.testing.assert_close(whole, parts)
     for k, field in enumerate(fused):
         torch.testing.assert_close(field, torch.cat([p[k] for p in fused_parts]))
+
+
+def test_seg_norm_option_and_old_configs_load_as_layer_norm():
+    from fuse4seg.models.layers import InstanceNorm2d, LayerNorm2d
+
+    tiny = create_seg_net("tiny", 1)
+    assert tiny.config.norm == "instance"
+    assert create_seg_net("base", 1).config.norm == "layer"
+    norms = [m for m in tiny.modules() if isinstance(m, (InstanceNorm2d, LayerNorm2d))]
+    # ConvNeXt blocks, downsampling and head use the config's norm; the Transformer keeps LN
+    assert sum(isinstance(m, InstanceNorm2d) for m in norms) == 4 + 3 + 3 + 1
+    assert all(isinstance(m, LayerNorm2d) for b in tiny.bottleneck for m in (b.norm1, b.norm2))
+    # a config saved before the `norm` field existed rebuilds the LayerNorm network it was
+    cfg = dataclasses.asdict(create_seg_net("tiny", 1, norm="layer").config)
+    del cfg["norm"]
+    old = SegNet.from_config(cfg)
+    assert old.config.norm == "layer"
+    assert not any(isinstance(m, InstanceNorm2d) for m in old.modules())
+    with pytest.raises(ConfigError, match="norm"):
+        create_seg_net("tiny", 1, norm="batch")
+    # instance norm is per sample: a slice's logits do not depend on the rest of the batch
+    torch.manual_seed(0)
+    net = create_seg_net("tiny", 2).eval()
+    x = torch.rand(3, 2, 40, 36)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[1:2], net(x[1:2]))

@@ -6,7 +6,7 @@ from .attention import SpatialSelfAttention, TransformerBlock, sinusoidal_positi
 from .convnext import ConvNeXtBlock
 from .haar import HaarSqueeze, haar_squeeze, haar_unsqueeze
 from .invertible import AffineCoupling, InvertedResidual, InvertibleSequence
-from .norm import LayerNorm2d
+from .norm import InstanceNorm2d, LayerNorm2d, make_norm2d
 from .restormer import GDFN, MDTA, RestormerBlock
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "AffineCoupling",
     "ConvNeXtBlock",
     "HaarSqueeze",
+    "InstanceNorm2d",
     "InvertedResidual",
     "InvertibleSequence",
     "LayerNorm2d",
@@ -23,5 +24,6 @@ __all__ = [
     "TransformerBlock",
     "haar_squeeze",
     "haar_unsqueeze",
+    "make_norm2d",
     "sinusoidal_position_2d",
 ]

@@ -1,4 +1,5 @@
-"""Channels-first LayerNorm for ``(B, C, H, W)`` feature maps."""
+"""Normalisations for ``(B, C, H, W)`` feature maps: channels-first LayerNorm (per pixel, over
+channels) and InstanceNorm (per sample and channel, over the pixels)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LayerNorm2d", "is_channels_last", "match_memory_format", "pointwise"]
+__all__ = [
+    "NORM_KINDS",
+    "InstanceNorm2d",
+    "LayerNorm2d",
+    "is_channels_last",
+    "make_norm2d",
+    "match_memory_format",
+    "pointwise",
+]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -61,3 +70,37 @@ class LayerNorm2d(nn.Module):
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class InstanceNorm2d(nn.Module):
+    """Instance normalisation with affine weight and bias: every channel of every sample is
+    standardised over its ``H x W`` pixels (as in nnU-Net / DynUNet). ``(B, C, H, W)``.
+
+    Unlike :class:`LayerNorm2d` it keeps the per-pixel magnitude of a feature vector, which a
+    narrow network (few channels per pixel) needs: see ``SegNetConfig.norm``. Runs as one
+    ``F.group_norm`` with ``C`` groups (channels-last inputs stay channels-last)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        if x.shape[-2] * x.shape[-1] == 1:  # one pixel: x - mean = 0 (group_norm refuses it)
+            return torch.zeros_like(x) + self.bias[:, None, None].to(x.dtype)
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+
+
+#: ``norm`` names accepted by :func:`make_norm2d`.
+NORM_KINDS: tuple[str, ...] = ("layer", "instance")
+
+
+def make_norm2d(kind: str, channels: int) -> nn.Module:
+    """``"layer"`` -> :class:`LayerNorm2d`, ``"instance"`` -> :class:`InstanceNorm2d`."""
+    if kind == "layer":
+        return LayerNorm2d(channels)
+    if kind == "instance":
+        return InstanceNorm2d(channels)
+    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORM_KINDS)}")
