@@ -153,13 +153,18 @@ class SegNet(nn.Module):
         """``x (B, C_in, H, W)`` -> logits ``(B, num_classes, H, W)`` (unchecked)."""
         xp, (h, w) = pad_to_multiple(x, self.pad_factor)  # (B, C_in, Hp, Wp)
         # NHWC on CPU (set after the first conv: a 1-channel input is NCHW and NHWC at once)
-        nhwc = torch.channels_last if xp.device.type == "cpu" else torch.preserve_format
+        # (elsewhere the layout is left as it comes: contiguous() has no "preserve" format)
+        on_cpu = xp.device.type == "cpu"
+
+        def layout(t: torch.Tensor) -> torch.Tensor:
+            return t.contiguous(memory_format=torch.channels_last) if on_cpu else t
+
         full = None
         if self.full_stem is not None:
-            full = self.full_stem(xp).contiguous(memory_format=nhwc)  # (B, f, Hp, Wp)
+            full = layout(self.full_stem(xp))  # (B, f, Hp, Wp)
             y = self.stem(full)  # (B, w0, Hp/s, Wp/s)
         else:
-            y = self.stem(xp).contiguous(memory_format=nhwc)  # (B, w0, Hp, Wp)
+            y = layout(self.stem(xp))  # (B, w0, Hp, Wp)
         skips = []
         for i, blocks in enumerate(self.enc):
             y = blocks(y)
