@@ -205,6 +205,23 @@ def _separable_valid(src, w, k, step, out):  # pragma: no cover - compiled
                     out[m, io, jo] = acc
 
 
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def _fill_products(maps, n_src):  # pragma: no cover - compiled
+    """Fill ``maps[S+1 : 2S+2]`` with the squares of the images ``maps[:S+1]`` and
+    ``maps[2S+2:]`` with each source times F (``maps[S]``), in place."""
+    s1 = n_src + 1
+    _, h, wd = maps.shape
+    for m in range(s1):
+        for i in range(h):
+            for j in range(wd):
+                v = maps[m, i, j]
+                maps[s1 + m, i, j] = v * v
+    for m in range(n_src):
+        for i in range(h):
+            for j in range(wd):
+                maps[2 * s1 + m, i, j] = maps[m, i, j] * maps[n_src, i, j]
+
+
 _LOG_BLOCK = 32  # factors multiplied before one log: each is < 1e4, so no overflow
 
 
@@ -230,38 +247,20 @@ def vif_num_den(src, f, windows, sizes, sigma_nsq, eps):  # pragma: no cover - c
     num = np.zeros(n_src)
     den = np.zeros(n_src)
     h, wd = f.shape
-    # maps: the S + 1 images, their squares, each source times F (float64)
+    # maps: the S + 1 images (sources, then F), their squares, each source times F (float64)
     maps = np.empty((2 * s1 + n_src, h, wd))
-    for i in range(h):
-        for j in range(wd):
-            v = np.float64(f[i, j])
-            maps[n_src, i, j] = v
-            maps[s1 + n_src, i, j] = v * v
     for m in range(n_src):
-        for i in range(h):
-            for j in range(wd):
-                v = np.float64(src[m, i, j])
-                maps[m, i, j] = v
-                maps[s1 + m, i, j] = v * v
-                maps[2 * s1 + m, i, j] = v * maps[n_src, i, j]
+        maps[m] = src[m]
+    maps[n_src] = f
     for sc in range(4):
         k = sizes[sc]
         w = windows[sc]
         if sc > 0:  # filter the images of the last scale and keep every second pixel
             h, wd = (h - k) // 2 + 1, (wd - k) // 2 + 1
-            cur = np.empty((s1, h, wd))
-            _separable_valid(maps[:s1], w, k, 2, cur)
+            last = maps
             maps = np.empty((2 * s1 + n_src, h, wd))
-            for m in range(s1):
-                for i in range(h):
-                    for j in range(wd):
-                        v = cur[m, i, j]
-                        maps[m, i, j] = v
-                        maps[s1 + m, i, j] = v * v
-            for m in range(n_src):
-                for i in range(h):
-                    for j in range(wd):
-                        maps[2 * s1 + m, i, j] = cur[m, i, j] * cur[n_src, i, j]
+            _separable_valid(last[:s1], w, k, 2, maps[:s1])
+        _fill_products(maps, n_src)
         ho, wo = h - k + 1, wd - k + 1
         filt = np.empty((2 * s1 + n_src, ho, wo))
         _separable_valid(maps, w, k, 1, filt)

@@ -19,6 +19,7 @@ Numba, or with ``FUSE4SEG_METRICS_BACKEND=torch``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -185,12 +186,13 @@ def _arrays(x: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(v) for v in x.detach().numpy()]
 
 
-def _per_image(fn, items) -> torch.Tensor:
-    """``fn`` applied to each image of a CPU batch (B, ...) (or to each index of a range),
-    collected as a float64 tensor (B,)."""
-    if isinstance(items, torch.Tensor):
-        items = _arrays(items)
-    return torch.tensor([float(fn(v)) for v in items], dtype=torch.float64)
+def _per_image(fn, *batches: torch.Tensor) -> torch.Tensor:
+    """``fn(image_1, image_2, ...)`` for each image of the CPU batches (B, ...), as NumPy
+    arrays, collected as a float64 tensor (B,)."""
+    arrays = [_arrays(b) for b in batches]
+    return torch.tensor(
+        [float(fn(*items)) for items in zip(*arrays, strict=True)], dtype=torch.float64
+    )
 
 
 def _check_range(data_range: float) -> float:
@@ -378,8 +380,7 @@ def scd(
     if src.shape[1] != 2:
         raise ValueError(f"SCD is defined for exactly 2 sources, got {src.shape[1]}")
     if _use_kernels(f):
-        fs, ss = _arrays(f), _arrays(src)
-        return _per_image(lambda i: _kernels.scd(ss[i][0], ss[i][1], fs[i]), range(len(fs)))
+        return _per_image(lambda s, x: _kernels.scd(s[0], s[1], x), src, f)
     a, b = src[:, 0], src[:, 1]
     return (_pearson(a, f - b) + _pearson(b, f - a)).double()
 
@@ -477,19 +478,14 @@ def _use_kernels(x: torch.Tensor) -> bool:
     return _is_native(x) and _kernels.available()
 
 
-_VIF_WINDOWS: tuple[np.ndarray, np.ndarray] | None = None
-
-
+@functools.cache
 def _vif_windows() -> tuple[np.ndarray, np.ndarray]:
     """(4, 17) Gaussian taps of the four VIF scales (zero padded) and their sizes (4,)."""
-    global _VIF_WINDOWS
-    if _VIF_WINDOWS is None:
-        sizes = np.array([2 ** (5 - scale) + 1 for scale in range(1, 5)], dtype=np.int64)
-        taps = np.zeros((4, int(sizes[0])))
-        for i, size in enumerate(sizes):
-            taps[i, :size] = matlab_gaussian_1d(int(size), size / 5.0).numpy()
-        _VIF_WINDOWS = (taps, sizes)
-    return _VIF_WINDOWS
+    sizes = np.array([win for win, _ in _vif_scales(0)], dtype=np.int64)
+    taps = np.zeros((4, int(sizes[0])))
+    for i, size in enumerate(sizes):
+        taps[i, :size] = matlab_gaussian_1d(int(size), size / 5.0).numpy()
+    return taps, sizes
 
 
 def _vif_compiled(src: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -625,16 +621,10 @@ def _ssim_maps(x: torch.Tensor, y: torch.Tensor, convention: str, data_range: fl
 def _ssim_reference_compiled(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Reference SSIM of float32 CPU ``x`` (B, H, W) against ``y`` (B, S, H, W) -> (B, S)."""
     c = np.float32
-    xs, ys = x.detach().numpy(), y.detach().numpy()
+    consts = (c(49.0 / 48.0), c((0.01 * 2.0) ** 2), c((0.03 * 2.0) ** 2))
     rows = [
-        _kernels.ssim_reference_means(
-            np.ascontiguousarray(xs[i]),
-            np.ascontiguousarray(ys[i]),
-            c(49.0 / 48.0),
-            c((0.01 * 2.0) ** 2),
-            c((0.03 * 2.0) ** 2),
-        )
-        for i in range(x.shape[0])
+        _kernels.ssim_reference_means(xi, yi, *consts)
+        for xi, yi in zip(_arrays(x), _arrays(y), strict=True)
     ]
     return torch.from_numpy(np.stack(rows))
 
@@ -683,8 +673,7 @@ def psnr(
     _check_convention(convention)
     f, src = _inputs(fused, sources, spatial_dims)
     if _use_kernels(f):
-        fs, ss = _arrays(f), _arrays(src)
-        mse = _per_image(lambda i: _kernels.mean_squared_error(ss[i], fs[i]), range(len(fs)))
+        mse = _per_image(_kernels.mean_squared_error, src, f)
     else:
         mse = (src - f.unsqueeze(1)).square().flatten(2).mean(2).mean(1)
     if convention == "reference":
