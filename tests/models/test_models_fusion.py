@@ -179,3 +179,65 @@ def test_weights_mode_output_is_linear_in_the_sources_given_the_weights():
         create_fusion_net("tiny", 2, output_mode="image").weight_maps(x)
     with pytest.raises(ConfigError, match="output_mode"):
         create_fusion_net("tiny", 2, output_mode="pixels")
+
+
+def test_transfer_function_is_zero_at_init_and_at_the_zero_vector():
+    from fuse4seg.models.layers import TransferFunction
+
+    t = TransferFunction(2, hidden=8)
+    x = torch.rand(3, 2, 7, 5)
+    assert torch.equal(t(x), torch.zeros(3, 1, 7, 5))  # last layer starts at zero
+    torch.nn.init.normal_(t.net[-1].weight)
+    torch.nn.init.normal_(t.net[-1].bias)
+    assert t(torch.zeros(1, 2, 4, 4)).abs().max() < 1e-6  # background stays background
+    assert t(x).abs().max() > 1e-3
+    # per-pixel: moving one pixel changes only that pixel
+    x2 = x.clone()
+    x2[1, 0, 3, 2] += 0.5
+    diff = (t(x2) - t(x)).abs()
+    assert diff[1, 0, 3, 2] > 0
+    diff[1, 0, 3, 2] = 0
+    assert diff.max() < 1e-6
+    assert t.lookup(9).shape == (9, 9)
+    assert torch.allclose(t.lookup(9)[4, 8], t(torch.tensor([0.5, 1.0]).view(1, 2, 1, 1))[0, 0, 0])
+    assert TransferFunction(1).lookup(5).shape == (5,)
+    with pytest.raises(ValueError, match="M <= 2"):
+        TransferFunction(3).lookup()
+    with pytest.raises(ValueError, match="hidden"):
+        TransferFunction(2, hidden=0)
+
+
+def test_leader_with_transfer_starts_at_the_mean_and_learns_a_non_linear_mapping():
+    torch.manual_seed(0)
+    net = create_fusion_net("tiny", 2, transfer_hidden=8, output_norm="clamp", head_init_scale=0.0)
+    x = torch.rand(2, 2, 32, 32) * 0.9
+    with torch.no_grad():
+        fused = net(x).fused
+    # untrained: exactly the clipped modality mean (no per-image rescaling with "clamp")
+    assert torch.allclose(fused, x.mean(dim=1, keepdim=True), atol=1e-6)
+    # the transfer function gets gradients from a loss on the fused image
+    loss = (net(x).fused - x[:, :1] ** 2).pow(2).mean()
+    loss.backward()
+    assert net.transfer.net[-1].weight.grad.abs().sum() > 0
+    round_trip = FusionNet.from_config(dataclasses.asdict(net.config))
+    assert round_trip.transfer is not None and round_trip.config.output_norm == "clamp"
+    assert create_fusion_net("tiny", 2).transfer is None  # off by default in the spec presets
+    with pytest.raises(ConfigError, match="output_mode"):
+        create_fusion_net("tiny", 2, output_mode="image", transfer_hidden=4)
+    with pytest.raises(ConfigError, match="output_norm"):
+        create_fusion_net("tiny", 2, output_norm="sigmoid")
+    with pytest.raises(ConfigError, match="transfer_hidden"):
+        create_fusion_net("tiny", 2, transfer_hidden=-1)
+
+
+def test_clamp_output_keeps_intensities_across_images():
+    """minmax rescales every image to [0, 1]; clamp keeps a tissue's value from image to image."""
+    net_mm = create_fusion_net("tiny", 2, head_init_scale=0.0).eval()
+    net_cl = create_fusion_net("tiny", 2, head_init_scale=0.0, output_norm="clamp").eval()
+    x = torch.full((2, 2, 16, 16), 0.3)
+    x[0, :, :4, :4] = 0.9  # a bright spot in image 0 only
+    x[:, :, -4:, -4:] = 0.0  # background
+    with torch.no_grad():
+        mm, cl = net_mm(x).fused, net_cl(x).fused
+    assert cl[0, 0, 8, 8] == pytest.approx(cl[1, 0, 8, 8]) == pytest.approx(0.3)
+    assert mm[0, 0, 8, 8] < mm[1, 0, 8, 8] - 0.3  # same tissue, different value

@@ -52,7 +52,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ._padding import cpu_chunks, pad_to_multiple
-from .layers import InvertibleSequence, RestormerBlock, TransformerBlock
+from .layers import InvertibleSequence, RestormerBlock, TransferFunction, TransformerBlock
 from .layers.haar import haar_squeeze, haar_unsqueeze
 from .presets import FusionNetConfig, build_fusion_config
 
@@ -135,6 +135,11 @@ class FusionNet(nn.Module):
         )
         with torch.no_grad():
             self.head[-1].weight.mul_(cfg.head_init_scale)
+        self.transfer = (
+            TransferFunction(cfg.num_modalities, cfg.transfer_hidden)
+            if cfg.transfer_hidden
+            else None
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | FusionNetConfig) -> FusionNet:
@@ -207,7 +212,10 @@ class FusionNet(nn.Module):
 
     def _apply_weights(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         weights, offset = self._weights_and_offset(y, tuple(x.shape[-2:]))
-        return (weights * x).sum(dim=1, keepdim=True) + offset  # (B, 1, Hp, Wp)
+        blend = (weights * x).sum(dim=1, keepdim=True) + offset  # (B, 1, Hp, Wp)
+        if self.transfer is not None:
+            blend = blend + self.transfer(x)  # learned per-pixel intensity mapping
+        return blend
 
     @torch.no_grad()
     def weight_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,4 +245,11 @@ class FusionNet(nn.Module):
         xp, (h, w) = pad_to_multiple(x, self.pad_factor)
         low, high = self.encode(xp)
         y = self.decode(low, high, xp)[..., :h, :w]  # (B, 1, H, W)
-        return FusionOutput(minmax_normalize(y, self.config.eps), low, high)
+        return FusionOutput(self.normalise(y), low, high)
+
+    def normalise(self, y: torch.Tensor) -> torch.Tensor:
+        """Put a raw fused image ``(B, 1, H, W)`` into [0, 1] as ``config.output_norm`` says
+        (per-image min-max, or clipping)."""
+        if self.config.output_norm == "clamp":
+            return y.clamp(0.0, 1.0)
+        return minmax_normalize(y, self.config.eps)

@@ -58,6 +58,13 @@ class FusionNetConfig:
     mean_skip: bool = True  # decoder predicts a correction to the modality mean (see FusionNet)
     head_init_scale: float = 0.01  # scale of the last head conv at init (small: start near mean)
     output_mode: str = "image"  # "image": decoder predicts the image; "weights": pixel weights
+    # hidden width of the per-pixel transfer function t(x_1..x_M) added to the weighted blend
+    # (output_mode="weights" only; 0 = off): a learned non-linear intensity mapping
+    transfer_hidden: int = 0
+    # how the fused image is put into [0, 1]: "minmax" (per image, the spec) or "clamp"
+    # (values kept, clipped: the sources' per-volume intensity scale survives, so the same
+    # tissue has the same value in every slice)
+    output_norm: str = "minmax"
 
     def __post_init__(self) -> None:
         _check_positive(self, "num_modalities", "dim", "heads", "encoder_blocks")
@@ -76,6 +83,14 @@ class FusionNetConfig:
             raise ConfigError(f"head_init_scale must be >= 0, got {self.head_init_scale}")
         if self.output_mode not in ("image", "weights"):
             raise ConfigError(f"output_mode must be 'image' or 'weights', got {self.output_mode!r}")
+        if not isinstance(self.transfer_hidden, int) or self.transfer_hidden < 0:
+            raise ConfigError(
+                f"transfer_hidden must be a non-negative integer, got {self.transfer_hidden!r}"
+            )
+        if self.output_norm not in ("minmax", "clamp"):
+            raise ConfigError(f"output_norm must be 'minmax' or 'clamp', got {self.output_norm!r}")
+        if self.transfer_hidden and self.output_mode != "weights":
+            raise ConfigError("transfer_hidden needs output_mode='weights'")
 
 
 @dataclass

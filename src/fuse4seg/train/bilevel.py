@@ -43,6 +43,7 @@ __all__ = [
     "upper_loss",
     "follower_step",
     "leader_step",
+    "warmup_input",
     "warmup_batch",
     "bilevel_cycle",
     "fusion_only_step",
@@ -302,9 +303,18 @@ def frozen_fusion(
 # ---------------------------------------------------------------------------------------------
 
 
+def warmup_input(state: TrainState, x: torch.Tensor) -> torch.Tensor:
+    """The prior ``x_avg`` ``(B, 1, H, W)``, put into [0, 1] the way the leader normalises its
+    output (min-max or clipping), so that the follower's input does not change character at
+    the stage switch: an untrained leader outputs this image."""
+    x_avg = modality_mean(x)
+    normalise = getattr(state.leader, "normalise", None)
+    return x_avg if normalise is None else normalise(x_avg)
+
+
 def warmup_batch(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Leader frozen (untouched); one follower step on ``x_avg = mean_m x_m``."""
-    return {"seg": follower_step(state, modality_mean(x), y)}
+    """Leader frozen (untouched); one follower step on the prior ``x_avg = mean_m x_m``."""
+    return {"seg": follower_step(state, warmup_input(state, x), y)}
 
 
 # ---------------------------------------------------------------------------------------------

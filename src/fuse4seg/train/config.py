@@ -44,6 +44,8 @@ class TrainConfig:
     use_grad: bool = True  # False = --no-grad: beta term dropped
     use_ema: bool = True  # False = --no-ema: raw leader for validation and export
     fusion_preset: str = "base"  # FusionNet preset (fuse4seg.models)
+    # FusionNet config keys that override the fusion preset (e.g. {transfer_hidden: 16})
+    fusion_overrides: dict[str, Any] | None = None
     seg_preset: str = "base"  # SegNet preset (fuse4seg.models)
     num_classes: int = 4  # background, NCR, ED, ET
 
@@ -146,6 +148,11 @@ class TrainConfig:
             raise ConfigError(f"config key 'max_steps' must be >= 1, got {self.max_steps}")
         if self.warmup_epochs + self.rollout_epochs < 1:
             raise ConfigError("warmup_epochs + rollout_epochs must be >= 1")
+        if self.fusion_overrides:
+            from fuse4seg.models.presets import FUSION_PRESETS, build_fusion_config
+
+            if self.fusion_preset in FUSION_PRESETS:  # unknown keys / values fail here
+                build_fusion_config(self.fusion_preset, **self.fusion_overrides)
         return self
 
 
@@ -212,6 +219,10 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: key {key!r} must be true/false, got {value!r}")
         return value
+    if key == "fusion_overrides":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: key {key!r} must be a mapping of FusionNet keys")
+        return dict(value)
     if key == "class_weights":
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value

@@ -1,4 +1,4 @@
-"""Reusable layers: Restormer, spatial attention, invertible coupling, Haar, ConvNeXt."""
+"""Reusable layers: Restormer, attention, invertible coupling, Haar, ConvNeXt, transfer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from .haar import HaarSqueeze, haar_squeeze, haar_unsqueeze
 from .invertible import AffineCoupling, InvertedResidual, InvertibleSequence
 from .norm import InstanceNorm2d, LayerNorm2d, make_norm2d
 from .restormer import GDFN, MDTA, RestormerBlock
+from .transfer import TransferFunction
 
 __all__ = [
     "GDFN",
@@ -21,6 +22,7 @@ __all__ = [
     "LayerNorm2d",
     "RestormerBlock",
     "SpatialSelfAttention",
+    "TransferFunction",
     "TransformerBlock",
     "haar_squeeze",
     "haar_unsqueeze",
