@@ -9,6 +9,8 @@ Public API::
     prepare_dataset(input_dir, output_dir, PrepareOptions(...)) -> PrepareResult
     PreparedStore(prep_dir), SliceDataset(store, split), PatchDataset(store, split, patch_size)
     make_split(case_ids, fractions, seed), assert_patient_level_split(manifest)
+    make_folds(case_ids, k, seed) / write_folds(prep_dir, k): K-fold CV (splits_final.json);
+    PreparedStore(prep_dir).fold(i): a view with fold i's train / val cases
 
 See docs/data.md.
 """
@@ -52,8 +54,21 @@ from fuse4seg.data.phantom import (
     write_phantom_case,
     write_phantom_dataset,
 )
-from fuse4seg.data.prepare import PrepareOptions, PrepareResult, prepare_case, prepare_dataset
-from fuse4seg.data.splits import SPLITS, assert_patient_level_split, make_split
+from fuse4seg.data.prepare import (
+    PrepareOptions,
+    PrepareResult,
+    prepare_case,
+    prepare_dataset,
+    write_folds,
+)
+from fuse4seg.data.splits import (
+    FOLDS_NAME,
+    SPLITS,
+    assert_patient_level_split,
+    check_folds,
+    make_folds,
+    make_split,
+)
 from fuse4seg.data.store import PreparedStore
 
 #: torch-dependent names, imported on first use so that ``import fuse4seg.data`` (and the
@@ -80,6 +95,7 @@ __all__ = [
     "BratsCase",
     "CANONICAL_LABELS",
     "EDITION_LABELS",
+    "FOLDS_NAME",
     "LABEL_NAMES",
     "LoadedCase",
     "MODALITIES",
@@ -97,12 +113,14 @@ __all__ = [
     "TISSUE_CONTRAST",
     "assert_patient_level_split",
     "augment",
+    "check_folds",
     "discover_cases",
     "et_label_for",
     "expected_filename",
     "from_canonical_labels",
     "generate_phantom_case",
     "load_case",
+    "make_folds",
     "make_split",
     "normalise_for_model",
     "match_brats_file",
@@ -117,5 +135,6 @@ __all__ = [
     "to_canonical_labels",
     "tumour_oversampling_weights",
     "write_phantom_case",
+    "write_folds",
     "write_phantom_dataset",
 ]

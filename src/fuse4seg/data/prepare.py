@@ -5,6 +5,10 @@ Per case: load and check the requested modalities and seg, normalise each modali
 non-zero; background stays 0), keep the brain's contiguous axial z-range, scale in-plane
 (``scale``), centre crop/pad to ``size`` around the brain, and write ``image.npy`` /
 ``label.npy`` atomically. The manifest is written last. A bad case is reported and skipped.
+
+With ``folds`` (``--folds K``), ``splits_final.json`` (nnU-Net's K-fold format, see
+:func:`fuse4seg.data.splits.make_folds`) is written over all prepared cases, just before the
+manifest; :func:`write_folds` adds or replaces the folds of an existing store.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from fuse4seg.data.preprocess import (
     normalise_volume,
     resample_slices,
 )
-from fuse4seg.data.splits import assert_patient_level_split, make_split
+from fuse4seg.data.splits import (
+    FOLDS_NAME,
+    MIN_TRAIN_CASES,
+    assert_patient_level_split,
+    make_folds,
+    make_split,
+)
 from fuse4seg.data.store import MANIFEST_NAME, STORE_FORMAT, STORE_VERSION, case_dir
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
@@ -43,6 +53,7 @@ __all__ = [
     "prepare_case",
     "prepare_dataset",
     "default_size",
+    "write_folds",
 ]
 
 #: on-disk dtype of the stored intensities (ample precision for [0, 1], half the I/O)
@@ -79,6 +90,7 @@ class PrepareOptions:
     scale: float = 1.0
     seed: int = 0
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    folds: int | None = None  # K-fold CV over all cases (splits_final.json); None: no folds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -98,6 +110,10 @@ class PrepareOptions:
         if not 0.05 <= self.scale <= 4.0:
             raise ConfigError(f"--scale must be in [0.05, 4], got {self.scale}")
         make_split([], self.split)  # checks the fractions
+        if self.folds is not None and (
+            isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2
+        ):
+            raise ConfigError(f"--folds must be an integer >= 2, got {self.folds!r}")
 
 
 @dataclass
@@ -217,6 +233,11 @@ def prepare_dataset(
     if manifest_path.exists() and not overwrite:
         raise InputError(out, "already holds a prepared store (use --overwrite to replace it)")
     cases = discover_cases(input_dir)
+    if options.folds is not None:  # fail before any work when the folds cannot be made
+        try:
+            make_folds([c.case_id for c in cases], options.folds, options.seed)
+        except ConfigError as exc:
+            raise InputError(input_dir, str(exc)) from None
     if options.size is None:
         options = replace(options, size=default_size(cases, options.scale))
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +303,69 @@ def prepare_dataset(
         "cases": [entries[cid] for cid in sorted(entries)],
     }
     assert_patient_level_split(manifest)
+    folds_error = None
+    if options.folds is not None:
+        try:
+            folds = make_folds(sorted(entries), options.folds, options.seed)
+        except ConfigError as exc:  # failed cases left too few for K folds
+            folds_error = str(exc)
+            (out / FOLDS_NAME).unlink(missing_ok=True)
+        else:
+            save_json_atomic(folds, out / FOLDS_NAME)
+    else:
+        (out / FOLDS_NAME).unlink(missing_ok=True)  # no stale folds of a replaced store
     save_json_atomic(manifest, manifest_path)
     result.manifest = manifest
     result.prepared = sorted(entries)
+    if folds_error is not None:
+        raise InputError(out, f"store written without folds: {folds_error}")
     return result
+
+
+def write_folds(
+    prep_dir: str | Path,
+    k: int,
+    seed: int | None = None,
+    overwrite: bool = False,
+    min_train: int = MIN_TRAIN_CASES,
+) -> list[dict[str, list[str]]]:
+    """Add K-fold cross-validation folds (``splits_final.json``) to an existing store.
+
+    The folds cover every case of the store (see :func:`fuse4seg.data.splits.make_folds`);
+    the arrays and the manifest are not touched. Writing the same folds again is a no-op.
+
+    Args:
+        prep_dir: a ``fuse4seg prepare`` store.
+        k: number of folds (>= 2).
+        seed: shuffle seed (default: the store's ``--seed``).
+        overwrite: replace different folds already in the store.
+
+    Returns:
+        The folds, ``[{"train": [...], "val": [...]}, ...]``.
+
+    Raises:
+        InputError: not a store, too few cases for ``k`` folds, or different folds already
+            there and ``overwrite`` is False.
+    """
+    from fuse4seg.data.store import PreparedStore
+
+    store = PreparedStore(prep_dir)
+    if seed is None:
+        seed = int(store.manifest.get("seed", 0))
+    try:
+        folds = make_folds(store.case_ids(), k, seed, min_train=min_train)
+    except ConfigError as exc:
+        raise InputError(store.root, str(exc)) from None
+    path = store.folds_path
+    if path.exists():
+        try:
+            old = store.folds
+        except InputError:
+            old = None  # unreadable: replaced only with overwrite
+        if old == folds:
+            return folds
+        if not overwrite:
+            what = f"{len(old)} different folds" if old is not None else "an invalid fold file"
+            raise InputError(path, f"holds {what} (use --overwrite to replace them)")
+    save_json_atomic(folds, path)
+    return folds

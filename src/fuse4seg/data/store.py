@@ -3,6 +3,7 @@
 Layout::
 
     PREP_DIR/manifest.json                      written last (its presence = store complete)
+    PREP_DIR/splits_final.json                  optional K-fold cross-validation folds
     PREP_DIR/cases/<case_id>/image.npy          (D, M, H, W) float16, intensities in [0, 1]
     PREP_DIR/cases/<case_id>/label.npy          (D, H, W) uint8 canonical labels 0..3
 
@@ -11,17 +12,23 @@ over the store's modalities, and ``(H, W)`` are the NIfTI ``(X, Y)`` axes after 
 scaling and centre crop/pad: ``image[d, m, i, j] = norm(vol_m)[s(i + oh), s(j + ow), z0 + d]``
 with ``(oh, ow)`` the recorded ``crop_offset`` (negative = zero padding) and ``s`` the
 in-plane scaling. Arrays are opened with ``np.load(mmap_mode="r")``.
+
+``splits_final.json`` (``fuse4seg prepare --folds K``) holds nnU-Net-style folds over all the
+store's cases, ``[{"train": [...], "val": [...]}, ...]``; :meth:`PreparedStore.fold` gives a
+view of the store whose ``train`` / ``val`` splits are one fold's (``test`` empty), so every
+consumer of splits (datasets, trainer, benchmarks) works on a fold unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fuse4seg.data.splits import SPLITS
+from fuse4seg.data.splits import FOLDS_NAME, SPLITS, check_folds
 from fuse4seg.errors import InputError
 
 __all__ = ["STORE_FORMAT", "STORE_VERSION", "MANIFEST_NAME", "PreparedStore", "case_dir"]
@@ -66,6 +73,8 @@ class PreparedStore:
         self.manifest: dict[str, Any] = manifest
         self._cases: dict[str, dict[str, Any]] = {c["id"]: c for c in manifest["cases"]}
         self._mmaps: dict[tuple[str, str], np.ndarray] = {}
+        #: index of the cross-validation fold this view is restricted to (None: the store)
+        self.fold_index: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -97,6 +106,67 @@ class PreparedStore:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS} or None")
         return list(self.manifest["splits"].get(split, []))
+
+    @property
+    def folds_path(self) -> Path:
+        """Where the store keeps its cross-validation folds (``splits_final.json``)."""
+        return self.root / FOLDS_NAME
+
+    @property
+    def folds(self) -> list[dict[str, list[str]]] | None:
+        """The store's K-fold cross-validation folds, or None when it has none.
+
+        Raises:
+            InputError: ``splits_final.json`` is unreadable or its folds are not a
+                patient-level partition of the store's cases.
+        """
+        path = self.folds_path
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"invalid JSON ({exc})") from None
+        try:
+            return check_folds(data, sorted(self._cases))
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from None
+
+    def fold(self, index: int, folds: list[dict[str, list[str]]] | None = None) -> PreparedStore:
+        """A view of the store restricted to fold ``index``: ``train`` = the fold's training
+        cases, ``val`` = its held-out cases, ``test`` = [] (same arrays, no copy).
+
+        Args:
+            index: fold number, ``0 .. K-1``.
+            folds: folds to use instead of the store's ``splits_final.json`` (checked
+                against the store's cases).
+
+        Raises:
+            InputError: the store has no folds, or ``index`` is out of range.
+        """
+        if folds is not None:
+            try:
+                folds = check_folds(folds, sorted(self._cases))
+            except ValueError as exc:
+                raise InputError(self.root, str(exc)) from None
+        else:
+            folds = self.folds
+        if folds is None:
+            raise InputError(
+                self.root,
+                f"has no cross-validation folds ({FOLDS_NAME}); add them with "
+                f"`fuse4seg prepare -o {self.root} --folds K`",
+            )
+        if isinstance(index, bool) or not 0 <= int(index) < len(folds):
+            raise InputError(
+                self.root,
+                f"fold {index} is out of range: the store has {len(folds)} folds "
+                f"(0..{len(folds) - 1})",
+            )
+        view = copy.copy(self)
+        view.manifest = {**self.manifest, "splits": {**folds[index], "test": []}}
+        view.fold_index = int(index)
+        return view
 
     def case_info(self, case_id: str) -> dict[str, Any]:
         """The manifest entry of ``case_id``."""
