@@ -5,6 +5,7 @@ Examples::
     fuse4seg train -d prep -o runs/f4s --preset tiny
     fuse4seg train -d prep -o runs/avg --method average --preset tiny
     fuse4seg train -d prep -o runs/f4s --resume            # continue from runs/f4s/last.pt
+    fuse4seg train -d prep -o runs/f4s_fold0 --fold 0     # cross-validation fold 0
     torchrun --nproc_per_node 2 -m fuse4seg train -d prep -o runs/ddp   # DDP
 """
 
@@ -56,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop after N optimiser steps (follower + leader), at a batch boundary",
     )
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        metavar="I",
+        help="train on cross-validation fold I of the store's splits_final.json (`prepare "
+        "--folds K`): its train cases train, its held-out cases validate (default: the "
+        "store's fixed train/val split)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -91,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         tensorboard=True if args.tensorboard else None,
     )
-    run_training = get_method(cfg.method).load_runner()  # 2D trainer or the method's own
+    spec = get_method(cfg.method)
+    fold_option = {}
+    if args.fold is not None:
+        if spec.runner != "fuse4seg.train.trainer:run_training":
+            raise ConfigError(f"--fold is not supported by method {cfg.method!r}")
+        fold_option = {"fold": args.fold}
+    run_training = spec.load_runner()  # 2D trainer or the method's own
     result = run_training(
         cfg,
         args.data,
@@ -99,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        **fold_option,
     )
     from fuse4seg.train.distributed import cleanup_distributed, is_main_process
 
@@ -118,6 +135,8 @@ def _run_rmr(args: argparse.Namespace) -> int:
     from fuse4seg.errors import ConfigError
     from fuse4seg.rmr.train import load_train_config, train_rmr
 
+    if args.fold is not None:
+        raise ConfigError(f"--fold is not supported by method {RMR_METHOD!r}")
     ablations = [f for f in ("no_bilevel", "no_decomp", "no_grad", "no_ema") if getattr(args, f)]
     if ablations:
         flags = ", ".join("--" + f.replace("_", "-") for f in ablations)

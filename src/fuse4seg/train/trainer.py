@@ -531,6 +531,19 @@ def _manifest_hash(prep_dir: Path) -> str | None:
     return hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
+def _run_fold(run_dir: Path, fold: int | None) -> int | None:
+    """The fold of a run being resumed: its ``run_info.json`` fold; ``fold`` must agree."""
+    info_path = run_dir / "run_info.json"
+    try:
+        saved = json.loads(info_path.read_text()).get("fold")
+    except (OSError, ValueError, AttributeError):
+        return fold  # no readable run info: trust the command line
+    if fold is not None and saved != fold:
+        was = "no fold" if saved is None else f"fold {saved}"
+        raise InputError(run_dir, f"the run was trained on {was}, not fold {fold}")
+    return saved
+
+
 def run_training(
     cfg: TrainConfig,
     prep_dir: str | Path,
@@ -538,12 +551,15 @@ def run_training(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    fold: int | None = None,
 ) -> TrainResult:
     """Train ``cfg.method`` on the prepared store ``prep_dir`` into ``run_dir``.
 
     Checks the patient-level split of the store before training. With ``resume`` the run
     continues from ``run_dir/last.pt`` using the checkpoint's config (``max_steps`` from
-    ``cfg``).
+    ``cfg``). With ``fold`` it trains on cross-validation fold ``fold`` of the store's
+    ``splits_final.json`` and validates on that fold's held-out cases; ``run_info.json``
+    records the fold and its cases, and a resumed run keeps its fold.
 
     Raises:
         InputError: bad store or run folder; ConfigError: bad options;
@@ -561,13 +577,26 @@ def run_training(
         cfg = dataclasses.replace(saved).validate()
     elif (run_dir / "last.pt").exists():
         raise InputError(run_dir, "already holds a run (last.pt); use --resume or a new folder")
+    fold = _run_fold(run_dir, fold) if resume else fold
     store = PreparedStore(prep_dir)
+    fold_info: dict[str, Any] = {}
+    if fold is not None:
+        store = store.fold(fold)
+        fold_info = {
+            "fold": fold,
+            "num_folds": len(store.folds or []),
+            "fold_train_cases": store.case_ids("train"),
+            "fold_val_cases": store.case_ids("val"),
+            "splits_sha256": hashlib.sha256(store.folds_path.read_bytes()).hexdigest(),
+        }
     assert_patient_level_split(store.manifest)
     train_cases = list(store.case_ids("train"))
     if len(train_cases) < cfg.patients_per_batch:
+        where = "training split" if fold is None else f"fold {fold}'s training cases"
         raise InputError(
             prep_dir,
-            f"training split has {len(train_cases)} case(s); need >= {cfg.patients_per_batch}",
+            f"{where}: {len(train_cases)} case(s); patients_per_batch needs >= "
+            f"{cfg.patients_per_batch}",
         )
     dataset = SliceDataset(
         store, "train", augment=cfg.augment, tumour_fraction=cfg.tumour_fraction, seed=cfg.seed
@@ -589,7 +618,11 @@ def run_training(
         input_size=int(input_size) if isinstance(input_size, (int, float)) else None,
         device=device,
         progress=progress,
-        run_info={"prep_dir": str(prep_dir), "manifest_sha256": _manifest_hash(prep_dir)},
+        run_info={
+            "prep_dir": str(prep_dir),
+            "manifest_sha256": _manifest_hash(prep_dir),
+            **fold_info,
+        },
     )
     if ckpt is not None:
         trainer.load_state(ckpt, run_dir / "last.pt")
