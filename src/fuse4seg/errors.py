@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["Fuse4SegError", "InputError", "ConfigError", "ModelFileError"]
+__all__ = [
+    "Fuse4SegError",
+    "InputError",
+    "ConfigError",
+    "ModelFileError",
+    "OutputError",
+    "Terminated",
+    "InputWarning",
+]
 
 
 class Fuse4SegError(Exception):
@@ -34,3 +42,21 @@ class ConfigError(Fuse4SegError, ValueError):
 
 class ModelFileError(InputError):
     """A model/checkpoint file that is missing, truncated or not a fuse4seg model."""
+
+
+class OutputError(InputError):
+    """An output that cannot be written: disk full, quota exceeded, read-only or forbidden
+    folder. Later outputs would fail the same way, so batch commands stop after it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so atomic writes remove their temporary files.
+
+    A subclass of ``KeyboardInterrupt`` (code that cleans up on Ctrl-C cleans up on SIGTERM);
+    the CLI exits with 143 (128 + SIGTERM) for it and 130 for Ctrl-C.
+    """
+
+
+class InputWarning(UserWarning):
+    """A suspicious but usable input (e.g. a constant modality); the CLI prints it as one
+    ``warning: <path>: <problem>`` line."""

@@ -8,18 +8,25 @@ Each command lives in its own module ``fuse4seg.cli.<module>`` that defines
 
 Only the module of the command being run is imported, so a slow import (torch, MONAI)
 is paid only by the commands that need it. User errors (:class:`Fuse4SegError`) print one
-line ``error: ...`` on stderr and exit with code 2, without a traceback.
+line ``error: ...`` on stderr and exit with code 2, without a traceback; so do a full disk
+(``OSError`` ENOSPC/EDQUOT), a forbidden write and running out of memory (host or GPU).
+Ctrl-C exits with 130 and SIGTERM with 143; both first remove the temporary file of a write
+in progress (the signal is raised as an exception, see :class:`fuse4seg.errors.Terminated`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 
 from fuse4seg import __version__
-from fuse4seg.errors import Fuse4SegError
+from fuse4seg.errors import Fuse4SegError, InputWarning, Terminated
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
@@ -58,6 +65,43 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: OS errors reported as one line (disk full, quota, permissions) instead of a traceback
+_ONE_LINE_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EFBIG,
+    getattr(errno, "EDQUOT", errno.ENOSPC),
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+}
+
+
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warning: <message>`` for input warnings; Python's format for the others."""
+    if issubclass(category, InputWarning):
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _resource_error(exc: BaseException) -> str | None:
+    """One-line message for a resource error (memory, disk), None for anything else."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (free memory, or process fewer/smaller inputs at a time)"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError (no import)
+        return "out of GPU memory (lower --batch-size, or use another device)"
+    if isinstance(exc, OSError) and exc.errno in _ONE_LINE_OS_ERRORS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error / partial failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -69,14 +113,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    warnings.formatwarning = _one_line_warning
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(_load(args.command).run(args) or 0)
     except Fuse4SegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, OSError, RuntimeError) as exc:
+        message = _resource_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

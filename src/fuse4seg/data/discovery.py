@@ -120,14 +120,24 @@ def _case_from_folder(folder: Path) -> BratsCase | None:
     return BratsCase(case_id=case_id, folder=folder, naming=naming, files=files, seg=seg)
 
 
-def discover_cases(path: str | Path) -> list[BratsCase]:
+def discover_cases(
+    path: str | Path, problems: list[tuple[str, str]] | None = None
+) -> list[BratsCase]:
     """Find the BraTS cases in ``path`` (one case folder or a folder of case folders).
 
     Returns the cases sorted by case id.
 
+    Args:
+        path: a case folder or a folder of case folders.
+        problems: when given (batch commands), a case folder that mixes cases or namings or
+            holds two files for one modality, and every folder of a case id found twice, is
+            left out and reported here as ``(folder name, "<folder>: <problem>")`` instead of
+            failing the whole batch. ``path`` itself being such a case folder still raises.
+
     Raises:
-        InputError: ``path`` is missing or not a folder, holds no recognisable case, two
-            folders hold the same case id, or a case folder mixes cases/namings.
+        InputError: ``path`` is missing or not a folder, holds no recognisable case, or
+            (without ``problems``) two folders hold the same case id or a case folder mixes
+            cases/namings.
     """
     root = Path(path)
     if not root.exists():
@@ -138,21 +148,33 @@ def discover_cases(path: str | Path) -> list[BratsCase]:
     if single is not None:
         return [single]
     cases: list[BratsCase] = []
+    bad = 0
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        case = _case_from_folder(sub)
+        try:
+            case = _case_from_folder(sub)
+        except InputError as exc:
+            if problems is None:
+                raise
+            problems.append((sub.name, str(exc)))
+            bad += 1
+            continue
         if case is not None:
             cases.append(case)
-    if not cases:
+    if not cases and not bad:
         raise InputError(
             root,
             "no BraTS cases found (expected case folders with files like "
             "<case>_t1ce.nii.gz (2018-2022) or <case>-t1c.nii.gz (2023))",
         )
-    seen: dict[str, Path] = {}
+    by_id: dict[str, list[BratsCase]] = {}
     for case in cases:
-        if case.case_id in seen:
-            raise InputError(
-                case.folder, f"case id {case.case_id!r} also found in {seen[case.case_id]}"
-            )
-        seen[case.case_id] = case.folder
-    return sorted(cases, key=lambda c: c.case_id)
+        by_id.setdefault(case.case_id, []).append(case)
+    for case_id, same in by_id.items():
+        if len(same) == 1:
+            continue
+        if problems is None:
+            raise InputError(same[1].folder, f"case id {case_id!r} also found in {same[0].folder}")
+        folders = ", ".join(str(c.folder) for c in same)
+        for c in same:
+            problems.append((c.folder.name, f"{c.folder}: case id {case_id!r} found in {folders}"))
+    return sorted((c for c in cases if len(by_id[c.case_id]) == 1), key=lambda c: c.case_id)

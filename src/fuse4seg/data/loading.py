@@ -6,6 +6,8 @@ Every problem raises :class:`fuse4seg.errors.InputError` naming the offending fi
 
 from __future__ import annotations
 
+import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +18,13 @@ import numpy as np
 
 from fuse4seg.data.discovery import MODALITIES, BratsCase
 from fuse4seg.data.labels import EDITION_LABELS, from_canonical_labels, to_canonical_labels
-from fuse4seg.errors import InputError
+from fuse4seg.errors import InputError, InputWarning
 from fuse4seg.io.atomic import atomic_path
 
 __all__ = [
     "AFFINE_TOLERANCE",
+    "MAX_VOXELS",
+    "check_nifti_header",
     "LoadedCase",
     "load_case",
     "read_nifti",
@@ -30,6 +34,10 @@ __all__ = [
 
 #: largest allowed absolute difference between the affines of one case's files
 AFFINE_TOLERANCE = 1e-3
+#: largest volume read, in voxels (512^3: 512 MiB as float32; BraTS volumes have 8.9e6). A
+#: header declaring more is refused before any memory is allocated; raise it here for larger
+#: volumes (read at each call).
+MAX_VOXELS = 512**3
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
 
@@ -60,6 +68,38 @@ class LoadedCase:
         return tuple(next(iter(self.images.values())).shape)  # type: ignore[return-value]
 
 
+def check_nifti_header(path: str | Path, img: nib.spatialimages.SpatialImage) -> None:
+    """Refuse a NIfTI whose header promises more data than is sane or than the file holds.
+
+    Checked before any voxel is read: the declared number of voxels against
+    :data:`MAX_VOXELS`, and for an uncompressed ``.nii`` the declared data size (offset +
+    voxels x bytes per voxel) against the file size.
+
+    Raises:
+        InputError: naming ``path``, the declared shape and the limit or file size.
+    """
+    path = Path(path)
+    shape = tuple(int(s) for s in img.shape)
+    n_voxels = math.prod(shape)
+    dims = "x".join(map(str, shape))
+    if n_voxels > MAX_VOXELS:
+        raise InputError(
+            path,
+            f"header declares {dims} = {n_voxels} voxels, more than the limit {MAX_VOXELS} "
+            "(fuse4seg.data.loading.MAX_VOXELS); not read",
+        )
+    if path.name.lower().endswith(".nii"):
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        needed = int(getattr(img.dataobj, "offset", 0) or 0) + n_voxels * itemsize
+        size = path.stat().st_size
+        if size < needed:
+            raise InputError(
+                path,
+                f"header declares {dims} voxels ({needed} bytes with the header), the file has "
+                f"{size} bytes: truncated or corrupt",
+            )
+
+
 def read_nifti(path: str | Path, as_float: bool = True) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Read one 3D NIfTI file; returns ``(array (X, Y, Z), image)``.
 
@@ -67,7 +107,8 @@ def read_nifti(path: str | Path, as_float: bool = True) -> tuple[np.ndarray, nib
     stored values as read by ``dataobj`` (scaling applied, dtype kept where possible).
 
     Raises:
-        InputError: missing, unreadable or corrupt file, or not a 3D volume.
+        InputError: missing, unreadable or corrupt file, not a 3D volume, or a header that
+            declares more voxels than :data:`MAX_VOXELS` or than an uncompressed file holds.
     """
     path = Path(path)
     if not path.is_file():
@@ -81,6 +122,7 @@ def read_nifti(path: str | Path, as_float: bool = True) -> tuple[np.ndarray, nib
         shape = shape[:3]
     if len(shape) != 3:
         raise InputError(path, f"expected a 3D volume, got shape {shape} ({len(shape)}D)")
+    check_nifti_header(path, img)
     try:
         if as_float:
             data = img.get_fdata(dtype=np.float32, caching="unchanged")
@@ -157,6 +199,13 @@ def load_case(
             raise InputError(path, f"{n_bad} NaN/Inf voxels")
         if not data.any():
             raise InputError(path, "all-zero volume (empty modality)")
+        if float(data.min()) == float(data.max()):
+            warnings.warn(
+                f"{path}: constant volume (every voxel {float(data.max()):g}); this modality "
+                "carries no information",
+                InputWarning,
+                stacklevel=2,
+            )
         if ref is None:
             ref = (path, data.shape, np.asarray(img.affine, dtype=np.float64))
             header = img.header

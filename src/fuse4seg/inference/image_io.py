@@ -115,11 +115,16 @@ def _scale_integer(arr: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
     raise InputError(path, f"unsupported pixel type {arr.dtype}")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
 def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # checks the declared size before decoding
             im.load()
             mode = im.mode
             if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -129,6 +134,14 @@ def _read_pillow(path: Path) -> np.ndarray:
             elif mode == "I;16B":
                 im = im.convert("I")
             arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            path,
+            f"image too large ({_first_line(exc)}); PIL.Image.MAX_IMAGE_PIXELS is "
+            f"{Image.MAX_IMAGE_PIXELS}",
+        ) from None
+    except MemoryError:
+        raise InputError(path, "out of memory while decoding the image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
     if arr.ndim == 3 and arr.shape[2] == 4:
@@ -139,10 +152,16 @@ def _read_pillow(path: Path) -> np.ndarray:
 def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
+    from fuse4seg.data.loading import check_nifti_header
+
     try:
         img = nib.load(str(path))
-        arr = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    check_nifti_header(path, img)  # before allocating what the header declares
+    try:
+        arr = np.asanyarray(img.dataobj)
+    except Exception as exc:
         raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
     arr = np.squeeze(arr)
     if arr.ndim != 2:
@@ -162,7 +181,9 @@ def read_image(path: str | Path) -> Image2D:
         are equal) or ``(H, W, 3)`` (colour).
 
     Raises:
-        InputError: missing, unreadable or corrupt file, wrong dimensionality, NaN values.
+        InputError: missing, unreadable or corrupt file, wrong dimensionality, NaN values,
+            more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` allows (decompression bomb) or a
+            NIfTI header declaring more than :data:`fuse4seg.data.loading.MAX_VOXELS`.
     """
     path = Path(path)
     if not path.is_file():

@@ -16,6 +16,7 @@ mean), or, with neither, the M modalities as channels (``multichannel``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "FusionSegModel",
     "save_model_file",
     "load_model_file",
+    "check_model_values",
 ]
 
 MODEL_FORMAT = "fuse4seg-model"
@@ -228,13 +230,73 @@ def _build_seg_net(arch: str, seg: dict, expected_in: int, path: Path) -> nn.Mod
     return backbone_from_config(config)
 
 
+def _non_finite_numbers(value: Any, where: str) -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every NaN/Inf int-or-float in nested dicts and lists."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [] if math.isfinite(value) else [(where, value)]
+    if isinstance(value, dict):
+        return [b for k, v in value.items() for b in _non_finite_numbers(v, f"{where}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [b for i, v in enumerate(value) for b in _non_finite_numbers(v, f"{where}[{i}]")]
+    return []
+
+
+def _non_finite_tensors(value: Any, where: str) -> list[tuple[str, int]]:
+    """``(key path, count)`` of every floating tensor with NaN/Inf values in nested dicts."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            return [(where, bad)] if bad else []
+        return []
+    if isinstance(value, dict):
+        return [b for k, v in value.items() for b in _non_finite_tensors(v, f"{where}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [b for i, v in enumerate(value) for b in _non_finite_tensors(v, f"{where}[{i}]")]
+    return []
+
+
+def check_model_values(data: dict, path: Path) -> None:
+    """Refuse a model file whose values cannot give a meaningful prediction.
+
+    Checked at load time, before any input is read: ``modalities`` is a non-empty list of
+    distinct names, every number of ``normalisation`` is finite, and every weight tensor is
+    finite (a NaN weight would give all-background segmentations without an error).
+
+    Raises:
+        ModelFileError: naming the file and the first offending key.
+    """
+    modalities = data.get("modalities")
+    if not isinstance(modalities, list) or not modalities:
+        raise ModelFileError(path, f"model file lists no input modalities ({modalities!r})")
+    if not all(isinstance(m, str) and m for m in modalities) or len(set(modalities)) != len(
+        modalities
+    ):
+        raise ModelFileError(path, f"invalid input modalities {modalities!r}")
+    bad_numbers = _non_finite_numbers(data.get("normalisation") or {}, "normalisation")
+    if bad_numbers:
+        key, value = bad_numbers[0]
+        raise ModelFileError(path, f"{key} is {value} (normalisation values must be finite)")
+    bad_tensors = _non_finite_tensors(
+        {k: v for k, v in data.items() if k not in ("train_config", "normalisation")}, "model"
+    )
+    if bad_tensors:
+        key, count = bad_tensors[0]
+        more = f" (and {len(bad_tensors) - 1} more tensors)" if len(bad_tensors) > 1 else ""
+        raise ModelFileError(
+            path, f"weights {key[len('model.') :]} hold {count} NaN/Inf values{more}"
+        )
+
+
 def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> FusionSegModel:
     """Load ``model.pt`` (``weights_only=True``) into an eval-mode :class:`FusionSegModel`
     (for the 3D method ``rmr3d``: a :class:`fuse4seg.rmr.predict.RMRModel`, which offers
     ``predict_volume`` to :class:`fuse4seg.inference.Predictor`).
 
     Raises:
-        ModelFileError: missing, truncated, foreign or incompatible file (message names it).
+        ModelFileError: missing, truncated, foreign or incompatible file, no modalities,
+            NaN/Inf weights or normalisation values (message names the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -248,6 +310,7 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     version = data.get("format_version")
     if version != MODEL_FORMAT_VERSION:
         raise ModelFileError(path, f"model format version {version} is not supported (expected 1)")
+    check_model_values(data, path)
     if data.get("method") == "rmr3d":  # the 3D RMR-Fusion model (fuse4seg.rmr)
         from fuse4seg.rmr.predict import rmr_model_from_dict
 
