@@ -107,12 +107,21 @@ def test_benchmark_seg_all_methods_cli(prep_dir, tmp_path):
     # the first version's own loop: K follower steps per cooperative batch, no warm-up steps
     assert int(rows["fuse4seg-v1"]["follower_steps"]) == 2
     leader = {m: int(r["leader_steps"]) for m, r in rows.items() if m != "fuse4seg-v1"}
-    with_net = {"disjoint", "fuse4seg", "no-bilevel", "no-decomp", "no-grad"}
+    with_net = {
+        "disjoint",
+        "bilevel-only",
+        "bilevel-decomp",
+        "fuse4seg",
+        "no-bilevel",
+        "no-decomp",
+        "no-grad",
+    }
     assert all(leader[m] >= 1 for m in with_net)  # a fusion net was trained
     assert all(leader[m] == 0 for m in leader if m not in with_net)
     # Algorithm 1: one semantic leader step per rollout batch (none in the warm-up); the
     # no-bilevel ablation steps the leader jointly with each of the K follower steps
     assert leader["fuse4seg"] == 1 and leader["no-bilevel"] == 2
+    assert leader["bilevel-only"] == leader["bilevel-decomp"] == 1
     for r in rows.values():
         assert 0.0 <= float(r["Dice_mean"]) <= 1.0 and float(r["params_M"]) > 0
     # the fusion net adds parameters on top of the same follower

@@ -22,12 +22,32 @@ direct multi-channel segmentation (the M modalities as input channels)
 ``multichannel``   our SegNet with M input channels
 ``dynunet``        MONAI DynUNet 2D (nnU-Net-like), same schedule and loss
 ``swinunetr``      MONAI SwinUNETR 2D (sides padded to a multiple of 32)
-Fuse4Seg and ablations (Table 3, each drops one component)
-``fuse4seg``       full bi-level training
-``no-bilevel``     joint training of leader and follower (one loss)
-``no-decomp``      alpha = 0 (no L_decomp)
-``no-grad``        beta = 0 (no L_grad)
+Fuse4Seg and ablations (Table 3)
+``bilevel-only``   incremental "+bi-level": bi-level, no L_decomp, no L_grad (alpha = beta = 0)
+``bilevel-decomp`` incremental "+L_decomp": bi-level + L_decomp, no L_grad (beta = 0)
+``fuse4seg``       full bi-level training (incremental "full", "+L_grad")
+``no-bilevel``     leave-one-out: joint training of leader and follower (one loss)
+``no-decomp``      leave-one-out: alpha = 0 (no L_decomp)
+``no-grad``        leave-one-out: beta = 0 (no L_grad)
 =================  ==========================================================================
+
+Named row sets (:data:`ROW_SETS`, ``--rows``): ``table1`` (the rule pipelines, disjoint,
+the multi-channel networks and fuse4seg), ``table3-incremental`` (the paper's Table 3:
+``disjoint`` -> ``bilevel-only`` -> ``bilevel-decomp`` -> ``fuse4seg``, each row adding one
+component; L_recon stays on in every row), ``table3-ablation`` (``fuse4seg`` and the
+leave-one-out rows) and ``core`` (``average``, ``multichannel``, ``fuse4seg``).
+
+Cross-validation (``folds=K``): every row is trained on every selected fold (``fold_ids``)
+and seed, on the fold's training cases, and scored on the fold's held-out cases. The folds
+are the store's ``splits_final.json`` when it holds K folds, else
+:func:`fuse4seg.data.splits.make_folds` with the store's seed (the folds ``fuse4seg prepare
+-o STORE --folds K`` would write; the store is not modified); ``OUT/splits_final.json``
+records them. Each finished run writes ``runs/<row>/fold<i>/seed<s>/result.json``; a later
+call with the same ``OUT``, config and folds reuses those results instead of retraining, and
+the tables always summarise every result in ``OUT``, so a long cross-validation can be split
+over sessions (``fold_ids``) and a partial run is usable. Tables then give mean ± sd over the
+runs (folds x seeds) of each run's mean over its held-out cases; ``seg_per_fold.csv`` holds
+the per-run numbers.
 
 Rule pipelines train the follower on the rule's output at every step (warm-up and rollout),
 the trainer methods ``rule-<name>`` of :mod:`fuse4seg.train.rule_methods` (registered
@@ -44,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -62,6 +83,8 @@ from fuse4seg.train.rule_methods import RULE_METHOD_RULES, register_rule_methods
 __all__ = [
     "SegMethod",
     "SEG_METHODS",
+    "ROW_SETS",
+    "expand_rows",
     "GROUPS",
     "LABELS",
     "register_rule_methods",
@@ -137,6 +160,20 @@ SEG_METHODS: dict[str, SegMethod] = {
             backbone="swinunetr",
             description="MONAI SwinUNETR 2D on the M modalities",
         ),
+        SegMethod(
+            "bilevel-only",
+            "fuse4seg",
+            "fuse4seg",
+            {"use_decomp": False, "use_grad": False},
+            description="Table 3 +bi-level: bi-level, no L_decomp, no L_grad",
+        ),
+        SegMethod(
+            "bilevel-decomp",
+            "fuse4seg",
+            "fuse4seg",
+            {"use_grad": False},
+            description="Table 3 +L_decomp: bi-level + L_decomp, no L_grad",
+        ),
         SegMethod("fuse4seg", "fuse4seg", "fuse4seg", description="Fuse4Seg, bi-level (full)"),
         SegMethod(
             "fuse4seg-v1",
@@ -170,12 +207,55 @@ SEG_METHODS: dict[str, SegMethod] = {
 }
 
 
+#: named sets of rows (``--rows``), each in table order
+ROW_SETS: dict[str, tuple[str, ...]] = {
+    "table1": (
+        "average",
+        "max",
+        "laplacian",
+        "dwt",
+        "pca",
+        "disjoint",
+        "multichannel",
+        "dynunet",
+        "swinunetr",
+        "fuse4seg",
+    ),
+    "table3-incremental": ("disjoint", "bilevel-only", "bilevel-decomp", "fuse4seg"),
+    "table3-ablation": ("fuse4seg", "no-bilevel", "no-decomp", "no-grad"),
+    "core": ("average", "multichannel", "fuse4seg"),
+}
+
+
+def expand_rows(
+    methods: Sequence[str] | None = None, row_sets: Sequence[str] | None = None
+) -> list[str]:
+    """Row names of ``methods`` plus those of the named ``row_sets``, without repeats
+    (all rows of :data:`SEG_METHODS` when both are empty).
+
+    Raises:
+        ConfigError: an unknown row or row-set name.
+    """
+    unknown_sets = [r for r in row_sets or () if r not in ROW_SETS]
+    if unknown_sets:
+        raise ConfigError(f"unknown row sets {unknown_sets}; choose from {list(ROW_SETS)}")
+    names = [*(methods or ()), *(m for r in row_sets or () for m in ROW_SETS[r])]
+    if not names:
+        return list(SEG_METHODS)
+    names = list(dict.fromkeys(names))
+    unknown = [m for m in names if m not in SEG_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark methods {unknown}; choose from {list(SEG_METHODS)}")
+    return names
+
+
 @dataclass
 class MethodRun:
-    """One trained and scored (method, seed)."""
+    """One trained and scored (method, seed[, fold])."""
 
     method: str
     seed: int
+    fold: int | None = None
     cases: list[dict[str, Any]] = field(default_factory=list)
     parameters: int = 0
     train_seconds: float = 0.0
@@ -251,6 +331,7 @@ def _train_one(
     test_ids: Sequence[str],
     example: tuple[str, int] | None,
     log: Callable[[str], None] | None,
+    fold: int | None = None,
 ) -> MethodRun:
     from fuse4seg.train.trainer import Trainer
 
@@ -283,11 +364,25 @@ def _train_one(
         device=device,
         networks=networks,
         progress=False,
-        run_info={"benchmark_method": method.name, "prep_dir": str(store.root)},
+        run_info={
+            "benchmark_method": method.name,
+            "prep_dir": str(store.root),
+            **(
+                {}
+                if fold is None
+                else {
+                    "fold": fold,
+                    "fold_train_cases": store.case_ids("train"),
+                    "fold_val_cases": store.case_ids("val"),
+                }
+            ),
+        },
     )
     t0 = time.perf_counter()
     trainer.fit()
-    run = MethodRun(method=method.name, seed=seed, train_seconds=time.perf_counter() - t0)
+    run = MethodRun(
+        method=method.name, seed=seed, fold=fold, train_seconds=time.perf_counter() - t0
+    )
     run.follower_steps = trainer.state.follower_steps
     run.leader_steps = trainer.state.leader_steps
     return _score_run(run, trainer.export_model().to(device), store, test_ids, device, example, log)
@@ -341,34 +436,68 @@ def _score_run(run: MethodRun, model, store, test_ids, device, example, log) -> 
     )
     if log:
         md = np.nanmean([_dice_mean(r) for r in run.cases])
+        where = "" if run.fold is None else f" fold {run.fold}"
         log(
-            f"{run.method} seed {run.seed}: mean Dice {md:.3f}, train {run.train_seconds:.0f}s, "
+            f"{run.method}{where} seed {run.seed}: mean Dice {md:.3f}, "
+            f"train {run.train_seconds:.0f}s, "
             f"{run.follower_steps} follower / {run.leader_steps} leader steps"
         )
     return run
 
 
-def _summary_rows(runs: Sequence[MethodRun], order: Sequence[str]) -> list[dict]:
+def _score_columns() -> list[str]:
+    return [f"{m}_{lab}" for m in ("Dice", "IoU", "HD95") for lab in LABELS]
+
+
+def _case_values(case: dict) -> dict[str, float]:
+    """One case's scores plus the mean Dice / IoU over NCR, ED and ET."""
+    vals = {col: float(case.get(col, math.nan)) for col in _score_columns()}
+    vals["Dice_mean"] = _dice_mean(case)
+    vals["IoU_mean"] = float(np.mean([case[f"IoU_{k}"] for k in ("NCR", "ED", "ET")]))
+    return vals
+
+
+def _run_means(run: MethodRun) -> dict[str, float]:
+    """Mean over ``run``'s scored cases of every score column (finite values only)."""
+    per_case = [_case_values(c) for c in run.cases]
+    cols = [*_score_columns(), "Dice_mean", "IoU_mean"]
+    return {col: mean_std(v[col] for v in per_case).mean for col in cols}
+
+
+def _summary_rows(runs: Sequence[MethodRun], order: Sequence[str], cv: bool = False) -> list[dict]:
+    """One summary row per method.
+
+    Without ``cv``: mean ± std over the scored cases, pooled over seeds. With ``cv``: mean ±
+    std over the runs (folds x seeds) of each run's mean over its held-out cases.
+    """
     rows = []
     for name in order:
         mruns = [r for r in runs if r.method == name and r.error is None]
         if not mruns:
             continue
         cases = [c for r in mruns for c in r.cases]
-        row: dict[str, Any] = {
-            "method": name,
-            "group": SEG_METHODS[name].group,
-            "seeds": len(mruns),
-            "cases": len(cases),
-        }
-        for metric in ("Dice", "IoU", "HD95"):
-            for lab in LABELS:
-                row[f"{metric}_{lab}"] = mean_std(c.get(f"{metric}_{lab}", math.nan) for c in cases)
-        row["Dice_mean"] = mean_std(_dice_mean(c) for c in cases)
-        row["IoU_mean"] = mean_std(
-            float(np.mean([c[f"IoU_{k}"] for k in ("NCR", "ED", "ET")])) for c in cases
-        )
-        seed_means = [float(np.nanmean([_dice_mean(c) for c in r.cases])) for r in mruns]
+        seeds = sorted({r.seed for r in mruns})
+        row: dict[str, Any] = {"method": name, "group": SEG_METHODS[name].group}
+        if cv:
+            row["folds"] = len({r.fold for r in mruns})
+            row["seeds"] = len(seeds)
+            row["runs"] = len(mruns)
+        else:
+            row["seeds"] = len(mruns)
+        row["cases"] = len(cases)
+        if cv:
+            means = [_run_means(r) for r in mruns]
+            for col in [*_score_columns(), "Dice_mean", "IoU_mean"]:
+                row[col] = mean_std(m[col] for m in means)
+        else:
+            per_case = [_case_values(c) for c in cases]
+            for col in [*_score_columns(), "Dice_mean", "IoU_mean"]:
+                row[col] = mean_std(v[col] for v in per_case)
+        # spread across seeds of the mean Dice (each seed's runs pooled over folds)
+        seed_means = [
+            float(np.nanmean([_dice_mean(c) for r in mruns if r.seed == sd for c in r.cases]))
+            for sd in seeds
+        ]
         row["Dice_mean_seed_std"] = float(np.std(seed_means)) if len(seed_means) > 1 else math.nan
         row["params_M"] = mruns[0].parameters / 1e6
         row["train_s"] = float(np.mean([r.train_seconds for r in mruns]))
@@ -392,6 +521,7 @@ def _table_sections(summary: list[dict]) -> list[tuple[str, list[str], list[dict
         out.append((title, [header[c] for c in cols], rows))
     cost_cols = [
         "method",
+        *(["folds", "seeds", "runs"] if summary and "folds" in summary[0] else []),
         "params_M",
         "train_s",
         "infer_ms_per_slice",
@@ -416,13 +546,26 @@ def _write_reports(
     out = res.out_dir
     sections = _table_sections(res.summary)
     md = ["# Segmentation benchmark", ""]
-    md.append(
-        f"Store `{info['prep_dir']}` ({', '.join(info['modalities'])}; "
-        f"{info['num_train_cases']} train / {info['num_test_cases']} test cases), preset "
-        f"`{info['preset']}`, seeds {info['seeds']}, device {info['device']}. "
-        "Mean ± std over test cases (pooled over seeds) of per-case 3D scores; HD95 in mm "
-        "(both empty: 0; one empty: the volume diagonal, BraTS convention)."
-    )
+    hd95 = "HD95 in mm (both empty: 0; one empty: the volume diagonal, BraTS convention)."
+    if info.get("folds"):
+        k = len(info["folds"])
+        done = info.get("fold_ids_done", [])
+        partial = "" if len(done) == k else f" (partial: folds {done} of 0..{k - 1})"
+        md.append(
+            f"Store `{info['prep_dir']}` ({', '.join(info['modalities'])}; "
+            f"{info['num_cases']} cases), patient-level {k}-fold cross-validation{partial}: "
+            "each row is trained on a fold's training cases and scored on its held-out "
+            f"cases. Preset `{info['preset']}`, seeds {info['seeds_done']}, device "
+            f"{info['device']}. Mean ± sd over the runs (folds x seeds) of each run's mean "
+            f"of per-case 3D scores over its held-out cases (per run: seg_per_fold.csv); {hd95}"
+        )
+    else:
+        md.append(
+            f"Store `{info['prep_dir']}` ({', '.join(info['modalities'])}; "
+            f"{info['num_train_cases']} train / {info['num_test_cases']} test cases), preset "
+            f"`{info['preset']}`, seeds {info['seeds']}, device {info['device']}. "
+            f"Mean ± std over test cases (pooled over seeds) of per-case 3D scores; {hd95}"
+        )
     md.append("")
     for title, cols, rows in sections:
         md += [f"## {title}", "", to_markdown(rows, cols)]
@@ -431,14 +574,32 @@ def _write_reports(
     wide_cols = list(res.summary[0].keys()) if res.summary else ["method"]
     with atomic_path(out / "seg_results.csv") as tmp:
         tmp.write_text(to_csv(res.summary, wide_cols))
+    cv = bool(info.get("folds"))
     case_rows = [
-        {"method": r.method, "seed": r.seed, **c}
+        {"method": r.method, **({"fold": r.fold} if cv else {}), "seed": r.seed, **c}
         for r in res.runs
         if r.error is None
         for c in r.cases
     ]
     with atomic_path(out / "seg_per_case.csv") as tmp:
         tmp.write_text(to_csv(case_rows))
+    if cv:
+        fold_rows = [
+            {
+                "method": r.method,
+                "fold": r.fold,
+                "seed": r.seed,
+                "cases": len(r.cases),
+                **_run_means(r),
+                "train_s": r.train_seconds,
+                "follower_steps": r.follower_steps,
+                "leader_steps": r.leader_steps,
+            }
+            for r in sorted(res.runs, key=lambda r: (r.method, r.fold or 0, r.seed))
+            if r.error is None
+        ]
+        with atomic_path(out / "seg_per_fold.csv") as tmp:
+            tmp.write_text(to_csv(fold_rows))
     if not figures:
         return
 
@@ -491,11 +652,111 @@ def _write_reports(
             "seg_results.md",
             "seg_results.csv",
             "seg_per_case.csv",
+            *(["seg_per_fold.csv", "splits_final.json"] if cv else []),
             "report.html",
             "benchmark_seg.json",
         )
     ]
     res.files.extend(png for png, _ in images)
+
+
+#: per-run result file of a cross-validation benchmark (reused by later calls)
+_RESULT_NAME = "result.json"
+
+
+@dataclass
+class _Setting:
+    """Where one group of runs trains and scores: the store's fixed split or one fold."""
+
+    fold: int | None
+    store: Any  # PreparedStore or its fold view
+    train_ids: list[str]
+    test_ids: list[str]
+
+    def run_dir(self, out: Path, name: str, seed: int) -> Path:
+        base = out / "runs" / name
+        return (base if self.fold is None else base / f"fold{self.fold}") / f"seed{seed}"
+
+
+def _benchmark_folds(store, k: int, log: Callable[[str], None] | None) -> list[dict]:
+    """The store's folds when it holds ``k`` of them, else the folds ``prepare --folds k``
+    would write (store seed); the store is not modified."""
+    from fuse4seg.data.splits import make_folds
+
+    folds = store.folds
+    if folds is not None and len(folds) == k:
+        return folds
+    seed = int(store.manifest.get("seed", 0))
+    try:
+        folds = make_folds(store.case_ids(), k, seed)
+    except ConfigError as exc:
+        raise InputError(store.root, str(exc)) from None
+    if log:
+        have = "no folds" if store.folds is None else f"{len(store.folds)} folds"
+        log(
+            f"the store has {have}: using {k} folds made with seed {seed} (the folds "
+            f"`fuse4seg prepare -o {store.root} --folds {k}` writes)"
+        )
+    return folds
+
+
+def _result_key(cfg_base, setting: _Setting) -> dict[str, Any]:
+    """What a stored cross-validation result must match to be reused."""
+    return {
+        "config": json.loads(json.dumps(cfg_base.to_dict())),
+        "train_cases": list(setting.train_ids),
+        "test_cases": list(setting.test_ids),
+    }
+
+
+def _save_result(run: MethodRun, run_dir: Path, key: dict[str, Any]) -> None:
+    data = {
+        "method": run.method,
+        "fold": run.fold,
+        "seed": run.seed,
+        **key,
+        "cases": run.cases,
+        "parameters": run.parameters,
+        "train_seconds": run.train_seconds,
+        "infer_ms_per_slice": run.infer_ms_per_slice,
+        "follower_steps": run.follower_steps,
+        "leader_steps": run.leader_steps,
+    }
+    save_json_atomic(data, run_dir / _RESULT_NAME)
+
+
+def _load_results(
+    out: Path,
+    keys: dict[int, dict[str, Any]],
+    log: Callable[[str], None] | None,
+) -> dict[tuple[str, int, int], MethodRun]:
+    """Finished cross-validation runs in ``out`` whose config and cases match ``keys``
+    (fold -> :func:`_result_key`); others are left out with a log line."""
+    found: dict[tuple[str, int, int], MethodRun] = {}
+    for path in sorted(out.glob(f"runs/*/fold*/seed*/{_RESULT_NAME}")):
+        try:
+            data = json.loads(path.read_text())
+            name, fold, seed = str(data["method"]), int(data["fold"]), int(data["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            if log:
+                log(f"ignoring unreadable result {path}")
+            continue
+        key = keys.get(fold)
+        if name not in SEG_METHODS or key is None or any(data.get(k) != v for k, v in key.items()):
+            if log:
+                log(f"ignoring {path}: made with another config, fold set or case list")
+            continue
+        run = MethodRun(method=name, seed=seed, fold=fold, cases=list(data.get("cases", [])))
+        for attr in (
+            "parameters",
+            "train_seconds",
+            "infer_ms_per_slice",
+            "follower_steps",
+            "leader_steps",
+        ):
+            setattr(run, attr, type(getattr(run, attr))(data.get(attr, 0)))
+        found[(name, fold, seed)] = run
+    return found
 
 
 def run_seg_benchmark(
@@ -509,19 +770,27 @@ def run_seg_benchmark(
     device: str | torch.device = "auto",
     max_test_cases: int | None = None,
     log: Callable[[str], None] | None = print,
+    row_sets: Sequence[str] | None = None,
+    folds: int | None = None,
+    fold_ids: Sequence[int] | None = None,
 ) -> SegBenchmarkResult:
     """Train and score the selected methods on a prepared store; write tables and report.
 
     Args:
-        prep_dir: a ``fuse4seg prepare`` store (its train split trains, its test split scores).
+        prep_dir: a ``fuse4seg prepare`` store (its train split trains, its test split scores;
+            with ``folds``, each fold's training cases train and its held-out cases score).
         out_dir: output folder.
-        methods: names from :data:`SEG_METHODS` (default: all, in table order).
-        seeds: one training run per method and seed.
+        methods: names from :data:`SEG_METHODS`.
+        seeds: one training run per method and seed (and fold).
         preset: training preset (``tiny``, ``base``, ``paper``).
         config_file: YAML overrides of the preset (same keys as ``fuse4seg train``).
         overrides: further config overrides (e.g. ``{"warmup_epochs": 1}``); ``method``,
             ``seed`` and the ablation flags are set per row and may not be given.
-        max_test_cases: score only the first N test cases (quick runs).
+        max_test_cases: score only the first N test (held-out) cases.
+        row_sets: names from :data:`ROW_SETS`, added to ``methods`` (both empty: all rows).
+        folds: K for patient-level K-fold cross-validation (see the module docstring).
+        fold_ids: the folds to run now (default: all K); results of other folds already in
+            ``out_dir`` are reused in the tables.
 
     Returns:
         :class:`SegBenchmarkResult`; a method that fails (bad config, NaN loss) is recorded
@@ -531,10 +800,7 @@ def run_seg_benchmark(
     from fuse4seg.device import resolve_device
     from fuse4seg.train.config import make_config
 
-    names = list(SEG_METHODS) if not methods else list(dict.fromkeys(methods))
-    unknown = [m for m in names if m not in SEG_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown benchmark methods {unknown}; choose from {list(SEG_METHODS)}")
+    names = expand_rows(methods, row_sets)
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise ConfigError("give at least one seed")
@@ -542,6 +808,10 @@ def run_seg_benchmark(
     fixed = {"method", "seed", "bilevel", "use_decomp", "use_grad"} & set(overrides)
     if fixed:
         raise ConfigError(f"config keys {sorted(fixed)} are set per benchmark row")
+    if folds is None and fold_ids:
+        raise ConfigError("--fold-ids needs --folds K")
+    if folds is not None and "fuse4seg-v1" in names:
+        raise ConfigError("row fuse4seg-v1 trains on the store's split only; not with --folds")
     cfg_base = make_config(preset, config_file, **overrides)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -551,24 +821,47 @@ def run_seg_benchmark(
         assert_patient_level_split(store.manifest)
     except ValueError as exc:
         raise InputError(Path(prep_dir), f"split is not patient-level ({exc})") from None
-    test_ids = list(store.case_ids("test"))
-    if max_test_cases is not None:
-        test_ids = test_ids[:max_test_cases]
-    if not test_ids:
-        raise InputError(Path(prep_dir), "the store's test split is empty")
-    train_ids = list(store.case_ids("train"))
-    if len(train_ids) < cfg_base.patients_per_batch:
-        raise InputError(
-            Path(prep_dir),
-            f"training split has {len(train_ids)} case(s); need >= {cfg_base.patients_per_batch}",
-        )
+
+    fold_list: list[dict] = []
+    if folds is None:
+        settings = [
+            _Setting(None, store, list(store.case_ids("train")), list(store.case_ids("test")))
+        ]
+    else:
+        fold_list = _benchmark_folds(store, int(folds), log)
+        k = len(fold_list)
+        ids = list(range(k)) if not fold_ids else list(dict.fromkeys(int(i) for i in fold_ids))
+        bad = [i for i in ids if not 0 <= i < k]
+        if bad:
+            raise ConfigError(f"--fold-ids {bad} out of range for {k} folds (0..{k - 1})")
+        settings = []
+        for i in ids:
+            view = store.fold(i, fold_list)
+            settings.append(
+                _Setting(i, view, list(view.case_ids("train")), list(view.case_ids("val")))
+            )
+    for st in settings:
+        if max_test_cases is not None:
+            st.test_ids = st.test_ids[:max_test_cases]
+        where = "the store's" if st.fold is None else f"fold {st.fold}'s"
+        if not st.test_ids:
+            raise InputError(Path(prep_dir), f"{where} test split is empty")
+        if len(st.train_ids) < cfg_base.patients_per_batch:
+            fix = "" if st.fold is None else ": use more folds (--folds) or more cases"
+            raise InputError(
+                Path(prep_dir),
+                f"{where} training split has {len(st.train_ids)} case(s); patients_per_batch "
+                f"needs >= {cfg_base.patients_per_batch}{fix}",
+            )
+    cv = folds is not None
     dev = resolve_device(device) if isinstance(device, str) else device
     register_rule_methods()
-    example = (test_ids[0], _example_slice(store, test_ids[0]))
+    first = settings[0]
+    example = (first.test_ids[0], _example_slice(store, first.test_ids[0]))
     res = SegBenchmarkResult(out_dir=out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    info = {
+    info: dict[str, Any] = {
         "prep_dir": str(prep_dir),
         "modalities": list(store.modalities),
         "methods": names,
@@ -579,16 +872,42 @@ def run_seg_benchmark(
         "config": cfg_base.to_dict(),
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
-        "train_cases": train_ids,
-        "test_cases": test_ids,
-        "num_train_cases": len(train_ids),
-        "num_test_cases": len(test_ids),
     }
-    # table order is the canonical row order, whatever order the rows were run in
-    order = [m for m in SEG_METHODS if m in names]
+    done: dict[tuple[str, int, int], MethodRun] = {}
+    if cv:
+        save_json_atomic(fold_list, out / "splits_final.json")
+        all_settings = {
+            i: _Setting(
+                i, None, f["train"], f["val"][:max_test_cases] if max_test_cases else f["val"]
+            )
+            for i, f in enumerate(fold_list)
+        }
+        keys = {i: _result_key(cfg_base, st) for i, st in all_settings.items()}
+        done = _load_results(out, keys, log)
+        res.runs.extend(done.values())
+        info.update(
+            folds=fold_list,
+            fold_ids=[st.fold for st in settings],
+            num_cases=len(store.case_ids()),
+        )
+    else:
+        info.update(
+            train_cases=first.train_ids,
+            test_cases=first.test_ids,
+            num_train_cases=len(first.train_ids),
+            num_test_cases=len(first.test_ids),
+        )
 
     def write_all(complete: bool) -> None:
-        res.summary = _summary_rows(res.runs, order)
+        present = {r.method for r in res.runs}
+        order = [m for m in SEG_METHODS if m in present]  # canonical row order
+        res.summary = _summary_rows(res.runs, order, cv=cv)
+        if cv:
+            ok = [r for r in res.runs if r.error is None]
+            info.update(
+                fold_ids_done=sorted({r.fold for r in ok}),
+                seeds_done=sorted({r.seed for r in ok}),
+            )
         info.update(
             wall_seconds=time.perf_counter() - t_start, failed=res.failed, complete=complete
         )
@@ -596,44 +915,53 @@ def run_seg_benchmark(
         if res.summary:
             _write_reports(res, store, example, info, figures=complete)
 
-    for name in names:
-        for seed in seeds:
-            run_dir = out / "runs" / name / f"seed{seed}"
-            if (run_dir / "last.pt").exists():
-                import shutil
-
-                shutil.rmtree(run_dir)  # a benchmark always retrains from scratch
-            # same slices and sampling for every row; augmentation draws depend on the seed
-            dataset = SliceDataset(
-                store,
-                "train",
-                augment=cfg_base.augment,
-                tumour_fraction=cfg_base.tumour_fraction,
-                seed=seed,
-            )
-            try:
-                run = _train_one(
-                    SEG_METHODS[name],
-                    seed,
-                    cfg_base,
-                    store,
-                    dataset,
-                    run_dir,
-                    dev,
-                    test_ids,
-                    example,
-                    log,
+    for st in settings:
+        for name in names:
+            for seed in seeds:
+                run_dir = st.run_dir(out, name, seed)
+                if (name, st.fold, seed) in done:
+                    if log:
+                        log(f"{name} fold {st.fold} seed {seed}: reusing {run_dir}/{_RESULT_NAME}")
+                    continue
+                if run_dir.exists() and (cv or (run_dir / "last.pt").exists()):
+                    shutil.rmtree(run_dir)  # a run is always trained from scratch
+                # same slices and sampling for every row; augmentation draws depend on the seed
+                dataset = SliceDataset(
+                    st.store,
+                    "train",
+                    augment=cfg_base.augment,
+                    tumour_fraction=cfg_base.tumour_fraction,
+                    seed=seed,
                 )
-            except (Fuse4SegError, ValueError, RuntimeError) as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                res.failed[f"{name}/seed{seed}"] = msg
-                res.runs.append(MethodRun(method=name, seed=seed, error=msg))
-                if log:
-                    log(f"FAILED {name} seed {seed}: {msg}")
-                    if not isinstance(exc, Fuse4SegError):
-                        log(traceback.format_exc(limit=3))
-                continue
-            res.runs.append(run)
-            write_all(complete=False)  # partial tables after every run (long CPU runs)
+                tag = (
+                    f"{name}/seed{seed}" if st.fold is None else f"{name}/fold{st.fold}/seed{seed}"
+                )
+                try:
+                    run = _train_one(
+                        SEG_METHODS[name],
+                        seed,
+                        cfg_base,
+                        st.store,
+                        dataset,
+                        run_dir,
+                        dev,
+                        st.test_ids,
+                        example if st is first else None,
+                        log,
+                        fold=st.fold,
+                    )
+                except (Fuse4SegError, ValueError, RuntimeError) as exc:
+                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    res.failed[tag] = msg
+                    res.runs.append(MethodRun(method=name, seed=seed, fold=st.fold, error=msg))
+                    if log:
+                        log(f"FAILED {tag}: {msg}")
+                        if not isinstance(exc, Fuse4SegError):
+                            log(traceback.format_exc(limit=3))
+                    continue
+                if cv:
+                    _save_result(run, run_dir, _result_key(cfg_base, st))
+                res.runs.append(run)
+                write_all(complete=False)  # partial tables after every run (long CPU runs)
     write_all(complete=True)
     return res

@@ -3,6 +3,7 @@
 Sub-commands::
 
     fuse4seg benchmark seg -d PREP_DIR -o OUT [--preset tiny|base|paper] [--methods ...]
+                           [--rows table3-incremental ...] [--folds K [--fold-ids I ...]]
     fuse4seg benchmark fusion -i HARVARD_DIR -o OUT [--rules ...] [--steps N]
     fuse4seg benchmark robustness ...   (RMR-Fusion robustness table)
 """
@@ -29,11 +30,15 @@ _SEG_METHODS = (
     "multichannel",
     "dynunet",
     "swinunetr",
+    "bilevel-only",
+    "bilevel-decomp",
     "fuse4seg",
     "no-bilevel",
     "no-decomp",
     "no-grad",
 )
+#: named row sets (fuse4seg.benchmark.seg.ROW_SETS)
+_ROW_SETS = ("table1", "table3-incremental", "table3-ablation", "core")
 _RULES = ("average", "max", "laplacian", "dwt", "pca")
 _SCHEDULE_KEYS = ("warmup_epochs", "rollout_epochs", "steps_per_epoch", "inner_steps", "batch_size")
 
@@ -64,7 +69,35 @@ def _add_seg(sub) -> None:
         "-c", "--config", type=Path, help="YAML overrides of the preset (keys of `fuse4seg train`)"
     )
     p.add_argument(
-        "--methods", nargs="+", choices=_SEG_METHODS, help="subset of methods (default: all 13)"
+        "--methods",
+        nargs="+",
+        choices=_SEG_METHODS,
+        help="subset of rows (default: all, unless --rows is given)",
+    )
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        choices=_ROW_SETS,
+        help="named row sets, added to --methods: table1; table3-incremental (disjoint, "
+        "bilevel-only, bilevel-decomp, fuse4seg: the paper's Table 3); table3-ablation "
+        "(fuse4seg and the leave-one-out rows); core (average, multichannel, fuse4seg)",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="patient-level K-fold cross-validation: every row is trained on every fold "
+        "and scored on its held-out cases; tables give mean ± sd over folds and seeds "
+        "(folds: the store's splits_final.json if it holds K folds, else made as "
+        "`prepare --folds K` would). Finished runs in OUT are reused",
+    )
+    p.add_argument(
+        "--fold-ids",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="with --folds: run only these folds now (e.g. 0 2), to split a long run over "
+        "sessions; the tables include the other folds already in OUT",
     )
     p.add_argument(
         "--seeds",
@@ -191,6 +224,9 @@ def _run_seg(args: argparse.Namespace) -> int:
         device=args.device,
         max_test_cases=args.max_test_cases,
         log=_say,
+        row_sets=args.rows,
+        folds=args.folds,
+        fold_ids=args.fold_ids,
     )
     print(f"results: {args.output / 'seg_results.md'} and {args.output / 'report.html'}")
     if res.failed:
