@@ -128,3 +128,12 @@ def test_reconstruction_loss_hand_value():
     assert reconstruction_loss(sources.mean(1, keepdim=True), sources).item() == 0.0
     with pytest.raises(ValueError, match="differ"):
         reconstruction_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 2, 3, 4))
+
+
+def test_correlation_has_finite_gradients_for_a_constant_channel():
+    a = torch.rand(2, 3, 8, 8)
+    a[:, 1] = 0.5  # a flat feature map (seen in training: NaN leader weights)
+    a.requires_grad_(True)
+    b = torch.rand(2, 3, 8, 8, requires_grad=True)
+    correlation_coefficient(a, b).backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()

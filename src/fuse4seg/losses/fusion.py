@@ -43,7 +43,9 @@ def correlation_coefficient(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8)
     a = a - a.mean(dim=2, keepdim=True)
     b = b - b.mean(dim=2, keepdim=True)
     num = (a * b).sum(dim=2)
-    den = torch.sqrt(a.pow(2).sum(dim=2)) * torch.sqrt(b.pow(2).sum(dim=2)) + eps
+    # one square root of the product, eps^2 inside: finite gradients for a constant channel
+    # (sqrt(0) has an infinite derivative, which turned a flat feature map into NaN weights)
+    den = torch.sqrt(a.pow(2).sum(dim=2) * b.pow(2).sum(dim=2) + eps * eps)
     return (num / den).clamp(-1.0, 1.0).mean()
 
 

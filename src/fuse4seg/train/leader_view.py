@@ -142,7 +142,7 @@ def plot_leader_view(
                     xs[1][sel].mean(), xs[0][sel].mean(), s=30, color=colour,
                     edgecolors="black", label=name,
                 )  # fmt: skip
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
