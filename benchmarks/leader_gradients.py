@@ -1,5 +1,5 @@
 """Size of each term of L_upper on the leader: gradient norms of L_seg, alpha L_decomp,
-beta L_grad and gamma L_recon with respect to the fusion network's parameters.
+beta L_grad, gamma L_recon (and info L_info) with respect to the fusion network's parameters.
 
 Reads a Fuse4Seg run folder (``last.pt``: leader, follower and config) and its prepared store,
 draws ``--batches`` training batches of the run's size (patient-level D_tr/D_val split as in
@@ -19,7 +19,13 @@ import torch
 
 from fuse4seg.data.datasets import SliceDataset
 from fuse4seg.data.store import PreparedStore
-from fuse4seg.losses import DiceCELoss, decomposition_loss, gradient_loss, reconstruction_loss
+from fuse4seg.losses import (
+    DiceCELoss,
+    decomposition_loss,
+    gradient_loss,
+    information_loss,
+    reconstruction_loss,
+)
 from fuse4seg.train.bilevel import frozen
 from fuse4seg.train.checkpoint import load_checkpoint
 from fuse4seg.train.config import TrainConfig
@@ -56,6 +62,8 @@ def main() -> None:
     )  # fmt: skip
     params = [p for p in leader.parameters() if p.requires_grad]
     weights = {"decomp": cfg.alpha, "grad": cfg.beta, "recon": cfg.gamma}
+    if getattr(leader, "source_decoder", None) is not None:
+        weights["info"] = cfg.info
     norms: dict[str, list[float]] = {k: [] for k in ("seg", *weights)}
     leader.train()
     for batch in sampler.epoch_batches(0)[: args.batches]:
@@ -70,6 +78,9 @@ def main() -> None:
                 "grad": weights["grad"] * gradient_loss(out.fused, x),
                 "recon": weights["recon"] * reconstruction_loss(out.fused, x),
             }
+            if "info" in weights:
+                decoded = leader.decode_sources(out.fused)
+                terms["info"] = weights["info"] * information_loss(decoded, x)
             for name, term in terms.items():
                 norms[name].append(grad_norm(term, params))
     seg = float(np.mean(norms["seg"]))

@@ -137,3 +137,13 @@ def test_correlation_has_finite_gradients_for_a_constant_channel():
     b = torch.rand(2, 3, 8, 8, requires_grad=True)
     correlation_coefficient(a, b).backward()
     assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_information_loss_values_and_shape_check():
+    from fuse4seg.losses import information_loss
+
+    x = torch.rand(2, 2, 5, 5)
+    assert information_loss(x, x).item() == 0.0
+    assert information_loss(x + 0.5, x).item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="differ in shape"):
+        information_loss(x[:, :1], x)

@@ -241,3 +241,19 @@ def test_clamp_output_keeps_intensities_across_images():
         mm, cl = net_mm(x).fused, net_cl(x).fused
     assert cl[0, 0, 8, 8] == pytest.approx(cl[1, 0, 8, 8]) == pytest.approx(0.3)
     assert mm[0, 0, 8, 8] < mm[1, 0, 8, 8] - 0.3  # same tissue, different value
+
+
+def test_source_decoder_maps_the_fused_value_to_every_source():
+    net = create_fusion_net("tiny", 3, source_decoder_hidden=8)
+    fused = torch.rand(2, 1, 9, 7)
+    assert net.decode_sources(fused).shape == (2, 3, 9, 7)
+    # per pixel: one fused pixel changes one decoded pixel
+    f2 = fused.clone()
+    f2[1, 0, 4, 4] += 0.3
+    diff = (net.decode_sources(f2) - net.decode_sources(fused)).abs().sum(dim=1)
+    diff[1, 4, 4] = 0
+    assert diff.max() < 1e-6
+    with pytest.raises(ValueError, match="source_decoder_hidden"):
+        create_fusion_net("tiny", 3).decode_sources(fused)
+    with pytest.raises(ConfigError, match="source_decoder_hidden"):
+        create_fusion_net("tiny", 3, source_decoder_hidden=-2)

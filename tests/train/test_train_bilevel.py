@@ -206,3 +206,35 @@ def test_leader_steps_on_seg_alone_lower_seg_loss_for_a_fixed_follower():
     losses = [bilevel.leader_step(s, x, y)["seg"] for _ in range(6)]
     assert losses[-1] < losses[0]
     assert _changed(before, follower) == []
+
+
+def test_information_anchor_enters_the_leader_step_and_trains_the_decoder():
+    torch.manual_seed(0)
+    leader = create_fusion_net("tiny", 2, transfer_hidden=4, source_decoder_hidden=4)
+    follower = create_seg_net("tiny", 1)
+    s = TrainState(
+        follower=follower,
+        opt_follower=torch.optim.AdamW(follower.parameters(), lr=1e-2),
+        seg_criterion=DiceCELoss(4),
+        leader=leader,
+        opt_leader=torch.optim.AdamW(leader.parameters(), lr=1e-2),
+        weights=LossWeights(0.0, 0.0, 0.0, info=1.0),
+    )
+    x, y, _ = _batch()
+    before = leader.source_decoder[0].weight.detach().clone()
+    terms = bilevel.leader_step(s, x, y)
+    assert terms["info"] > 0 and "decomp" not in terms
+    assert terms["upper"] == pytest.approx(terms["seg"] + terms["info"], rel=1e-5)
+    assert not torch.equal(before, leader.source_decoder[0].weight)
+
+
+def test_info_weight_needs_a_source_decoder():
+    from fuse4seg.errors import ConfigError
+    from fuse4seg.train.config import make_config
+
+    with pytest.raises(ConfigError, match="source decoder"):
+        make_config("tiny", info=1.0)
+    cfg = make_config("tiny", info=1.0, fusion_overrides={"source_decoder_hidden": 8})
+    assert cfg.info == 1.0
+    with pytest.raises(ConfigError, match="unknown FusionNetConfig"):
+        make_config("tiny", fusion_overrides={"no_such_key": 1})

@@ -9,6 +9,7 @@ from .fusion import (
     correlation_coefficient,
     decomposition_loss,
     gradient_loss,
+    information_loss,
     reconstruction_loss,
 )
 from .gradients import sobel_gradients, sobel_magnitude, total_variation
@@ -21,6 +22,7 @@ __all__ = [
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",
+    "information_loss",
     "reconstruction_loss",
     "sobel_gradients",
     "sobel_magnitude",

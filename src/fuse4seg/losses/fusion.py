@@ -18,6 +18,7 @@ __all__ = [
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",
+    "information_loss",
     "reconstruction_loss",
 ]
 
@@ -122,3 +123,13 @@ def reconstruction_loss(fused: torch.Tensor, sources: torch.Tensor) -> torch.Ten
     """
     _check_fused_sources(fused, sources)
     return (fused - sources.mean(dim=1, keepdim=True)).pow(2).mean()
+
+
+def information_loss(decoded: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``mean (decoded - sources)^2``: how well the sources ``(B, M, H, W)`` are recovered
+    from the fused image by a per-pixel decoder (``decoded``, same shape)."""
+    if decoded.shape != sources.shape:
+        raise ValueError(
+            f"decoded {tuple(decoded.shape)} and sources {tuple(sources.shape)} differ in shape"
+        )
+    return (decoded - sources).pow(2).mean()

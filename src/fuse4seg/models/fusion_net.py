@@ -140,6 +140,13 @@ class FusionNet(nn.Module):
             if cfg.transfer_hidden
             else None
         )
+        self.source_decoder = None
+        if cfg.source_decoder_hidden:
+            h = cfg.source_decoder_hidden
+            self.source_decoder = nn.Sequential(
+                nn.Conv2d(1, h, 1), nn.GELU(), nn.Conv2d(h, h, 1), nn.GELU(),
+                nn.Conv2d(h, cfg.num_modalities, 1),
+            )  # fmt: skip
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | FusionNetConfig) -> FusionNet:
@@ -246,6 +253,18 @@ class FusionNet(nn.Module):
         low, high = self.encode(xp)
         y = self.decode(low, high, xp)[..., :h, :w]  # (B, 1, H, W)
         return FusionOutput(self.normalise(y), low, high)
+
+    def decode_sources(self, fused: torch.Tensor) -> torch.Tensor:
+        """Per-pixel estimate of the sources from the fused value alone:
+        ``(B, 1, H, W) -> (B, M, H, W)`` (needs ``source_decoder_hidden > 0``).
+
+        Training asks this to match the sources (the information anchor ``L_info``): the
+        fused intensity must then tell the sources' tissue clusters apart, instead of
+        mapping, e.g., edema and healthy tissue to one value.
+        """
+        if self.source_decoder is None:
+            raise ValueError("decode_sources() needs source_decoder_hidden > 0")
+        return self.source_decoder(fused)
 
     def normalise(self, y: torch.Tensor) -> torch.Tensor:
         """Put a raw fused image ``(B, 1, H, W)`` into [0, 1] as ``config.output_norm`` says

@@ -65,6 +65,9 @@ class FusionNetConfig:
     # (values kept, clipped: the sources' per-volume intensity scale survives, so the same
     # tissue has the same value in every slice)
     output_norm: str = "minmax"
+    # hidden width of a per-pixel decoder fused value -> M source values, used by the
+    # information anchor L_info of training (0 = none; see FusionNet.decode_sources)
+    source_decoder_hidden: int = 0
 
     def __post_init__(self) -> None:
         _check_positive(self, "num_modalities", "dim", "heads", "encoder_blocks")
@@ -89,6 +92,11 @@ class FusionNetConfig:
             )
         if self.output_norm not in ("minmax", "clamp"):
             raise ConfigError(f"output_norm must be 'minmax' or 'clamp', got {self.output_norm!r}")
+        if not isinstance(self.source_decoder_hidden, int) or self.source_decoder_hidden < 0:
+            raise ConfigError(
+                "source_decoder_hidden must be a non-negative integer, "
+                f"got {self.source_decoder_hidden!r}"
+            )
         if self.transfer_hidden and self.output_mode != "weights":
             raise ConfigError("transfer_hidden needs output_mode='weights'")
 

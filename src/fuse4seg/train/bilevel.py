@@ -4,7 +4,7 @@ Read top to bottom:
 
 1. helpers: modality mean ``x_avg``, freezing a network, one optimiser step;
 2. the losses: ``L_seg`` (Dice + CE) and ``L_upper = L_seg + alpha L_decomp + beta L_grad +
-   gamma L_recon``;
+   gamma L_recon`` (+ ``info L_info``, an optional information anchor of ours);
 3. the update steps: follower step, leader step (follower frozen), EMA;
 4. Stage 1, one warm-up batch: leader frozen, follower trained on ``x_avg``;
 5. Stage 2, one asymmetric rollout cycle on a batch ``B``: split ``B`` by patient into D_tr /
@@ -95,6 +95,7 @@ class LossWeights:
     alpha: float = 1.0  # L_decomp
     beta: float = 5.0  # L_grad
     gamma: float = 0.05  # L_recon
+    info: float = 0.0  # L_info: sources recovered from the fused value (not in the paper)
 
 
 @dataclass
@@ -182,7 +183,7 @@ def upper_loss(
     logits: torch.Tensor | None,
     y: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon``.
+    """``L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon (+ info L_info)``.
 
     Args:
         fusion_out: the leader's ``FusionOutput`` (``fused (B, 1, H, W)``, ``low``/``high``
@@ -195,7 +196,12 @@ def upper_loss(
         ``(total, terms)``; terms are floats for logging. A term whose weight is 0 is not
         computed.
     """
-    from fuse4seg.losses import decomposition_loss, gradient_loss, reconstruction_loss
+    from fuse4seg.losses import (
+        decomposition_loss,
+        gradient_loss,
+        information_loss,
+        reconstruction_loss,
+    )
 
     w = state.weights
     fused = fusion_out.fused.float()
@@ -217,6 +223,11 @@ def upper_loss(
         l_rec = reconstruction_loss(fused, x.float())
         total = total + w.gamma * l_rec
         terms["recon"] = float(l_rec.detach())
+    if w.info > 0:
+        # information anchor: a per-pixel decoder must recover every source from x_f
+        l_info = information_loss(state.leader.decode_sources(fused), x.float())
+        total = total + w.info * l_info
+        terms["info"] = float(l_info.detach())
     terms["upper"] = float(total.detach())
     return total, terms
 

@@ -78,6 +78,7 @@ class TrainConfig:
     alpha: float = 1.0  # L_decomp weight
     beta: float = 5.0  # L_grad weight
     gamma: float = 0.05  # L_recon weight
+    info: float = 0.0  # L_info weight (information anchor; needs source_decoder_hidden > 0)
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
@@ -132,7 +133,7 @@ class TrainConfig:
         for key in ("lr_leader", "lr_follower"):
             if float(getattr(self, key)) <= 0:
                 raise ConfigError(f"config key {key!r} must be > 0, got {getattr(self, key)}")
-        for key in ("alpha", "beta", "gamma", "weight_decay", "grad_clip", "min_lr_ratio"):
+        for key in ("alpha", "beta", "gamma", "info", "weight_decay", "grad_clip", "min_lr_ratio"):
             if float(getattr(self, key)) < 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
         if self.tumour_fraction is not None and not 0.0 <= self.tumour_fraction <= 1.0:
@@ -148,11 +149,15 @@ class TrainConfig:
             raise ConfigError(f"config key 'max_steps' must be >= 1, got {self.max_steps}")
         if self.warmup_epochs + self.rollout_epochs < 1:
             raise ConfigError("warmup_epochs + rollout_epochs must be >= 1")
-        if self.fusion_overrides:
-            from fuse4seg.models.presets import FUSION_PRESETS, build_fusion_config
+        from fuse4seg.models.presets import FUSION_PRESETS, build_fusion_config
 
-            if self.fusion_preset in FUSION_PRESETS:  # unknown keys / values fail here
-                build_fusion_config(self.fusion_preset, **self.fusion_overrides)
+        if self.fusion_preset in FUSION_PRESETS:  # unknown keys / values fail here
+            fusion = build_fusion_config(self.fusion_preset, **(self.fusion_overrides or {}))
+            if self.info > 0 and not fusion.source_decoder_hidden:
+                raise ConfigError(
+                    f"config key 'info' ({self.info}) needs a leader with a source decoder "
+                    "(fusion_overrides: {source_decoder_hidden: 16})"
+                )
         return self
 
 

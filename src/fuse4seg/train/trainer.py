@@ -97,7 +97,10 @@ def build_networks(
     """(leader or None, follower) for ``spec`` with the config's presets."""
     from fuse4seg.models import create_fusion_net, create_seg_net
 
-    leader = create_fusion_net(cfg.fusion_preset, num_modalities) if spec.has_leader else None
+    leader = None
+    if spec.has_leader:
+        fusion = dict(cfg.fusion_overrides or {})
+        leader = create_fusion_net(cfg.fusion_preset, num_modalities, **fusion)
     in_ch = num_modalities if spec.seg_input == "channels" else 1
     follower = create_seg_net(cfg.seg_preset, in_ch, num_classes=cfg.num_classes)
     return leader, follower
@@ -253,6 +256,7 @@ class Trainer:
                 alpha=cfg.alpha if cfg.use_decomp else 0.0,
                 beta=cfg.beta if cfg.use_grad else 0.0,
                 gamma=cfg.gamma,
+                info=cfg.info,
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
