@@ -238,7 +238,7 @@ def test_model_fusion_and_model_errors(tmp_path, trained_model_file, capsys):
                 "-b",
                 str(b),
                 "-o",
-                str(tmp_path / name),
+                str(tmp_path / f"out_{name}"),
                 "-m",
                 str(tmp_path / name),
                 "--device",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fuse4seg.errors import Fuse4SegError, InputError
+from fuse4seg.errors import Fuse4SegError, InputError, OutputError
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -109,16 +109,17 @@ def run(args: argparse.Namespace) -> int:
     from fuse4seg.inference.batch import BatchReport
     from fuse4seg.inference.pair_fusion import fuse_pair_files, pair_files
     from fuse4seg.io.atomic import save_json_atomic
+    from fuse4seg.io.output_policy import check_output_location, open_item_folder
 
+    check_output_location(args.output, [args.dir_a, args.dir_b, args.model])
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(args.output, "output exists and is not a folder")
     listing = pair_files(args.dir_a, args.dir_b)
     if not listing.pairs:
         raise InputError(args.dir_a, f"no file name in common with {args.dir_b}")
     attention = _AttentionWriter() if args.save_attention else None
     fuser = _build_fuser(args, attention)
-    out_dir: Path = args.output
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "output exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = open_item_folder(args.output)
     save_json_atomic(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         out_dir / "fuse_args.json",
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     for stem, message in listing.problems:
         report.fail(stem, message)
     bar = tqdm(listing.pairs, desc="fuse", unit="pair", disable=args.no_progress or None)
-    for stem, path_a, path_b in bar:
+    for i, (stem, path_a, path_b) in enumerate(bar):
         out = out_dir / f"{stem}.png"
         if out.exists() and not args.overwrite:
             report.skip(stem, f"{out} exists (use --overwrite)")
@@ -136,8 +137,15 @@ def run(args: argparse.Namespace) -> int:
             attention.target = out
         try:
             fuse_pair_files(path_a, path_b, out, fuser, gamut=args.colour)
+        except OutputError as exc:  # disk full / not writable: later pairs would fail too
+            report.fail(stem, str(exc))
+            print(f"stopped: {exc}; {len(listing.pairs) - i - 1} pair(s) not run", file=sys.stderr)
+            break
         except Fuse4SegError as exc:
             report.fail(stem, str(exc))
+            continue
+        except MemoryError:
+            report.fail(stem, f"{path_a}: out of memory (pair not fused)")
             continue
         report.done.append(stem)
     print(report.summary("pairs"), file=sys.stderr if report.failed else sys.stdout)
