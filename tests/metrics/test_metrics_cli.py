@@ -118,11 +118,15 @@ def test_evaluate_fusion_user_errors(tmp_path, capsys):
     assert "must be a .csv" in capsys.readouterr().err
 
 
+#: affine of the reference segmentations; predictions must share it (within 1e-3)
+REF_AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
 def _case(root, case_id, naming, seg):
     folder = root / case_id
     folder.mkdir(parents=True)
     name = f"{case_id}_seg.nii.gz" if naming == "brats2021" else f"{case_id}-seg.nii.gz"
-    nib.save(nib.Nifti1Image(seg, np.diag([1.0, 1.0, 2.0, 1.0])), folder / name)
+    nib.save(nib.Nifti1Image(seg, REF_AFFINE), folder / name)
 
 
 def _seg(et: int) -> np.ndarray:
@@ -139,8 +143,8 @@ def test_evaluate_seg_round_trip_both_editions(tmp_path, capsys):
     _case(ref, "Brats18_X_1", "brats2021", _seg(4))
     _case(ref, "BraTS-GLI-00001-000", "brats2023", _seg(3).astype(np.float32))
     shifted = np.roll(_seg(4), 1, axis=0)
-    nib.save(nib.Nifti1Image(shifted, np.eye(4)), pred / "Brats18_X_1_seg.nii.gz")
-    nib.save(nib.Nifti1Image(_seg(3), np.eye(4)), pred / "BraTS-GLI-00001-000.nii.gz")
+    nib.save(nib.Nifti1Image(shifted, REF_AFFINE), pred / "Brats18_X_1_seg.nii.gz")
+    nib.save(nib.Nifti1Image(_seg(3), REF_AFFINE), pred / "BraTS-GLI-00001-000.nii.gz")
     out = tmp_path / "seg.csv"
     assert main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
     rows = _read_csv(out)
@@ -165,8 +169,8 @@ def test_evaluate_seg_failures_are_reported(tmp_path, capsys):
     _case(ref, "Brats18_A_1", "brats2021", _seg(4))
     _case(ref, "Brats18_B_1", "brats2021", _seg(4))
     _case(ref, "Brats18_C_1", "brats2021", _seg(4))
-    nib.save(nib.Nifti1Image(_seg(4), np.eye(4)), pred / "Brats18_A_1.nii")
-    nib.save(nib.Nifti1Image(_seg(4)[:-1], np.eye(4)), pred / "Brats18_B_1_seg.nii.gz")
+    nib.save(nib.Nifti1Image(_seg(4), REF_AFFINE), pred / "Brats18_A_1.nii")
+    nib.save(nib.Nifti1Image(_seg(4)[:-1], REF_AFFINE), pred / "Brats18_B_1_seg.nii.gz")
     out = tmp_path / "seg.csv"
     rc = main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)])
     assert rc == 2
@@ -175,7 +179,7 @@ def test_evaluate_seg_failures_are_reported(tmp_path, capsys):
     assert "no prediction Brats18_C_1_seg.nii.gz" in err
     assert [r[0] for r in _read_csv(out)[1:]] == ["Brats18_A_1", "mean"]
     # canonical predictions (ET = 3) in a 2021 folder need --pred-labels canonical
-    nib.save(nib.Nifti1Image(_seg(3), np.eye(4)), pred / "Brats18_A_1.nii")
+    nib.save(nib.Nifti1Image(_seg(3), REF_AFFINE), pred / "Brats18_A_1.nii")
     (pred / "Brats18_B_1_seg.nii.gz").unlink()
     args = ["evaluate-seg", "--pred", str(pred), "--ref", str(ref / "Brats18_A_1")]
     assert main(args) == 2

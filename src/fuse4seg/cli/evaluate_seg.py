@@ -51,15 +51,32 @@ def find_prediction(pred_dir: Path, case_id: str) -> Path | None:
 
 
 def score_case(case, pred_path: Path, pred_labels: str = "edition") -> dict[str, dict]:
-    """Metrics of one case: ``{class: {metric: value}}``. Raises InputError on bad input."""
+    """Metrics of one case: ``{class: {metric: value}}``.
+
+    Raises:
+        InputError: unreadable files, a prediction whose shape or affine (tolerance
+            :data:`fuse4seg.data.loading.AFFINE_TOLERANCE`) differs from the reference, or
+            labels outside the convention.
+    """
+    import numpy as np
+
     from fuse4seg.data import read_nifti, to_canonical_labels
+    from fuse4seg.data.loading import AFFINE_TOLERANCE
     from fuse4seg.metrics import compute_segmentation_metrics
 
     ref_arr, ref_img = read_nifti(case.seg, as_float=False)
-    pred_arr, _ = read_nifti(pred_path, as_float=False)
+    pred_arr, pred_img = read_nifti(pred_path, as_float=False)
     if pred_arr.shape != ref_arr.shape:
         raise InputError(
             pred_path, f"shape {pred_arr.shape} differs from {case.seg} {ref_arr.shape}"
+        )
+    # the same geometry check as loading a case: voxels must map to the same places
+    diff = float(np.max(np.abs(np.asarray(pred_img.affine) - np.asarray(ref_img.affine))))
+    if not diff <= AFFINE_TOLERANCE:
+        raise InputError(
+            pred_path,
+            f"affine differs from {case.seg} by up to {diff:.4g} (tolerance "
+            f"{AFFINE_TOLERANCE:g}); not scored",
         )
     try:
         ref = to_canonical_labels(ref_arr, case.et_label)
@@ -78,21 +95,28 @@ def run(args: argparse.Namespace) -> int:
 
     from fuse4seg.data import discover_cases
     from fuse4seg.io.atomic import atomic_path
+    from fuse4seg.io.output_policy import check_output_location
     from fuse4seg.metrics import BRATS_CLASSES, SEG_METRICS
 
     if args.output is not None and args.output.suffix.lower() != ".csv":
         raise ConfigError(f"--output must be a .csv file, got {args.output}")
+    if args.output is not None:
+        check_output_location(args.output, [args.pred, args.ref])
     if not args.pred.is_dir():
         raise InputError(
             args.pred, "folder does not exist" if not args.pred.exists() else "not a folder"
         )
-    cases = [c for c in discover_cases(args.ref) if c.seg is not None]
+    problems: list[tuple[str, str]] = []
+    cases = [c for c in discover_cases(args.ref, problems=problems) if c.seg is not None]
     if not cases:
         raise InputError(args.ref, "no case with a segmentation file found")
     metrics = SEG_METRICS if args.all_metrics else _SHORT
     columns = [f"{c}_{m}" for c in BRATS_CLASSES for m in metrics]
     rows: list[tuple[str, dict[str, float]]] = []
     failures: list[str] = []
+    for name, message in problems:
+        failures.append(f"{name}: {message}")
+        print(f"FAILED {name}: {message}", file=sys.stderr)
     for case in cases:
         pred_path = find_prediction(args.pred, case.case_id)
         try:
