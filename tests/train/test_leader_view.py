@@ -41,6 +41,6 @@ def test_plot_leader_view_draws_weights_and_transfer(tmp_path):
     assert (tmp_path / "view.png").stat().st_size > 1000
     assert out["fused"].shape == (32, 32) and out["weights"].shape == (2, 32, 32)
     assert out["lookup"].shape == (64, 64)
-    plain = create_fusion_net("tiny", 2, output_mode="image")
+    plain = create_fusion_net("tiny", 2, output_mode="image", transfer_hidden=0)
     out = plot_leader_view(plain, x, labels, ["t1ce", "flair"], tmp_path / "plain.png")
     assert out["weights"] is None and out["lookup"] is None

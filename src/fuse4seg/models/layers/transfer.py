@@ -33,10 +33,9 @@ class TransferFunction(nn.Module):
             nn.GELU(),
             nn.Conv2d(hidden, hidden, 1),
             nn.GELU(),
-            nn.Conv2d(hidden, 1, 1),
+            nn.Conv2d(hidden, 1, 1, bias=False),  # a bias would cancel in t(x) - t(0)
         )
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, M, H, W)`` -> ``t(x) (B, 1, H, W)``."""
