@@ -35,6 +35,9 @@ class InputError(Fuse4SegError, ValueError):
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable across worker processes (prepare --workers)
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(Fuse4SegError, ValueError):
     """A bad option, configuration key or value."""

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads (default 1: the demo's 64x64 batches gain little from more, and "
         "several threads slow down badly when other jobs share the cores)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the demo's outputs in a non-empty output folder (default: refuse it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         quick=args.quick,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     header, rows = result["table"]
     keep = [0, 1, 2, 3, 4, 5, 6, 7, 8]

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="case i uses seed + i (default 0; deterministic)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the phantom cases of an existing output folder (default: refuse a "
+        "non-empty folder; other files are never deleted)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -42,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shape sides must be >= 16, got {args.shape}")
     start = time.perf_counter()
     folders = write_phantom_dataset(
-        args.output, args.cases, tuple(args.shape), args.seed, progress=not args.no_progress
+        args.output,
+        args.cases,
+        tuple(args.shape),
+        args.seed,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     took = time.perf_counter() - start
     print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -67,12 +68,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "store's fixed train/val split)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty RUN_DIR (its config, logs, checkpoints and "
+        "model.pt; other files are kept). Default: refuse a non-empty RUN_DIR",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+#: what a run writes into RUN_DIR (the 2D trainer and rmr3d); --overwrite removes only these
+RUN_FILES = (
+    "config.yaml",
+    "run_info.json",
+    "metrics.jsonl",
+    "curves.png",
+    "last.pt",
+    "best.pt",
+    "model.pt",
+    "tensorboard",
+)
+
+
+def _claim_run_folder(args: argparse.Namespace) -> None:
+    """The output policy for RUN_DIR (:mod:`fuse4seg.io.output_policy`).
+
+    Never inside (or equal to) the store or the config file; a non-empty RUN_DIR is refused
+    unless ``--resume`` (continue it) or ``--overwrite`` (remove the run's own files first).
+    Under torchrun only rank 0 looks at the folder, before any rank writes to it.
+    """
+    import shutil
+
+    from fuse4seg.errors import ConfigError, InputError
+    from fuse4seg.io.atomic import remove_stale_temporaries
+    from fuse4seg.io.output_policy import check_output_location
+
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one")
+    check_output_location(args.output, [args.data, args.config])
+    if os.environ.get("RANK", "0") != "0":
+        return
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output exists and is not a folder")
+    if not out.is_dir():
+        return
+    remove_stale_temporaries(out, recursive=True)
+    if args.resume:
+        return
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".tmp-"))
+    if entries and not args.overwrite:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(
+            out,
+            f"run folder is not empty ({shown}); use --resume to continue the run, "
+            "--overwrite to replace it, or a new folder",
+        )
+    for name in RUN_FILES:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+    _claim_run_folder(args)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.method == RMR_METHOD:
         return _run_rmr(args)

@@ -24,6 +24,8 @@ Everything is deterministic given the ``numpy.random.Generator`` (the writer use
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -254,28 +256,51 @@ def write_phantom_case(
     return folder
 
 
+def _is_phantom_case_folder(path: Path) -> bool:
+    """A folder written by :func:`write_phantom_case` (``Phantom_NNN`` with its own files)."""
+    if not path.is_dir() or re.fullmatch(r"Phantom_\d{3,}", path.name) is None:
+        return False
+    return all(p.is_file() and p.name.startswith(f"{path.name}_") for p in path.iterdir())
+
+
 def write_phantom_dataset(
     out_dir: str | Path,
     cases: int = 16,
     shape: Sequence[int] = (96, 96, 48),
     seed: int = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``cases`` phantom cases into ``out_dir``; returns the case folders.
 
+    ``out_dir`` must be empty or absent (old and new cases would mix otherwise); with
+    ``overwrite`` its phantom case folders are removed first, and anything else in it is
+    refused (only what this function writes is ever deleted).
+
     Raises:
-        InputError: ``out_dir`` exists and is not a folder.
+        InputError: ``out_dir`` is a file, is not empty and ``overwrite`` is False, or holds
+            something other than phantom cases.
         ValueError: ``cases < 1`` or a bad ``shape``.
     """
+    from fuse4seg.io.output_policy import claim_output_folder
+
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "output exists and is not a folder")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
     shape_t = tuple(int(s) for s in shape)
     if len(shape_t) != 3 or min(shape_t) < 16:
         raise ValueError(f"phantom shape must be 3 sides >= 16, got {tuple(shape)}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and overwrite:
+        foreign = sorted(p.name for p in out.iterdir() if not _is_phantom_case_folder(p))
+        if foreign:
+            raise InputError(
+                out,
+                f"holds files that are not phantom cases ({', '.join(foreign[:3])}); "
+                "not replaced, choose an empty or new folder",
+            )
+    claim_output_folder(out, overwrite, what="its phantom cases")
+    for old in sorted(out.iterdir()):  # only phantom case folders are left here
+        shutil.rmtree(old)
     indices = range(cases)
     if progress:
         from tqdm import tqdm

@@ -43,8 +43,9 @@ from fuse4seg.data.splits import (
     make_split,
 )
 from fuse4seg.data.store import MANIFEST_NAME, STORE_FORMAT, STORE_VERSION, case_dir
-from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError, OutputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
+from fuse4seg.io.output_policy import check_output_location, claim_output_folder
 
 __all__ = [
     "IMAGE_DTYPE",
@@ -197,6 +198,8 @@ def _prepare_one(args: tuple[BratsCase, str, PrepareOptions]) -> tuple[str, dict
     case, output, options = args
     try:
         return case.case_id, prepare_case(case, output, options), ""
+    except OutputError:  # disk full / not writable: every later case would fail too
+        raise
     except Fuse4SegError as exc:
         return case.case_id, None, str(exc)
     except MemoryError:
@@ -217,9 +220,16 @@ def prepare_dataset(
     Bad cases are logged as ``FAILED <case>: <reason>`` and skipped; the manifest (cases,
     patient-level split, options) is written last and only if at least one case succeeded.
 
+    Ambiguous case folders (see :func:`fuse4seg.data.discover_cases`) fail alone, like bad
+    cases. The output follows :mod:`fuse4seg.io.output_policy`: never inside the input (nor
+    holding it), and a non-empty folder only with ``overwrite``, which replaces the store's
+    own files (``manifest.json``, ``cases/``, ``splits_final.json``) and nothing else.
+
     Raises:
-        InputError: the input has no recognisable case, the output is a file, or the output
-            already holds a store and ``overwrite`` is False.
+        InputError: the input has no recognisable case, the output is a file, inside the
+            input or holds it, or is not empty (or holds a store) and ``overwrite`` is False.
+        OutputError: the disk is full or the output not writable (the store is left without
+            a manifest, i.e. invalid).
         ConfigError: invalid options.
     """
     options = options or PrepareOptions()
@@ -227,12 +237,14 @@ def prepare_dataset(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(output_dir)
+    check_output_location(out, [input_dir], replaces_contents=True)
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder")
     manifest_path = out / MANIFEST_NAME
     if manifest_path.exists() and not overwrite:
         raise InputError(out, "already holds a prepared store (use --overwrite to replace it)")
-    cases = discover_cases(input_dir)
+    problems: list[tuple[str, str]] = []  # ambiguous case folders: they fail alone
+    cases = discover_cases(input_dir, problems=problems)
     if options.folds is not None:  # fail before any work when the folds cannot be made
         try:
             make_folds([c.case_id for c in cases], options.folds, options.seed)
@@ -240,9 +252,10 @@ def prepare_dataset(
             raise InputError(input_dir, str(exc)) from None
     if options.size is None:
         options = replace(options, size=default_size(cases, options.scale))
-    out.mkdir(parents=True, exist_ok=True)
-    if manifest_path.exists():  # overwrite: the old store stops being valid first
-        manifest_path.unlink()
+    claim_output_folder(out, overwrite, what="the store (manifest.json, cases/)")
+    if overwrite:  # the old store stops being valid first; only the store's own files go
+        manifest_path.unlink(missing_ok=True)
+        (out / FOLDS_NAME).unlink(missing_ok=True)
         shutil.rmtree(out / "cases", ignore_errors=True)
     jobs = [(c, str(out), options) for c in cases]
     entries: dict[str, dict] = {}
@@ -263,6 +276,8 @@ def prepare_dataset(
         if bar is not None:
             bar.update(1)
 
+    for name, message in problems:
+        record(name, None, message)
     if workers == 1 or len(jobs) == 1:
         for job in jobs:
             record(*_prepare_one(job))

@@ -193,8 +193,31 @@ class PreparedStore:
                 arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise InputError(path, f"cannot open store array ({exc})") from None
+            self._check_shape(case_id, name, arr, path)
             self._mmaps[key] = arr
         return arr
+
+    def _check_shape(self, case_id: str, name: str, arr: np.ndarray, path: Path) -> None:
+        """Refuse an array whose shape disagrees with the manifest (a replaced or corrupt
+        file would otherwise fail later as a broadcast error inside training)."""
+        d = self.num_slices(case_id)
+        size = self.manifest.get("size")
+        hw = "H, W" if not isinstance(size, int) else f"{size}, {size}"
+        if name == "image":
+            m = len(self.modalities)
+            expected = f"({d}, {m}, {hw})"
+            ok = arr.ndim == 4 and arr.shape[:2] == (d, m)
+        else:
+            expected = f"({d}, {hw})"
+            ok = arr.ndim == 3 and arr.shape[0] == d
+        if ok and isinstance(size, int):
+            ok = tuple(arr.shape[-2:]) == (size, size)
+        if not ok:
+            raise InputError(
+                path,
+                f"store array has shape {tuple(arr.shape)}, the manifest gives {expected} "
+                f"for case {case_id!r}; re-run `fuse4seg prepare`",
+            )
 
     def image(self, case_id: str) -> np.ndarray:
         """Memory-mapped ``(D, M, H, W)`` float16 intensities in [0, 1]."""

@@ -125,12 +125,15 @@ def _visible_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(TMP_PREFIX))
 
 
-def claim_output_folder(folder: PathLike, overwrite: bool, what: str = "outputs") -> Path:
+def claim_output_folder(
+    folder: PathLike, overwrite: bool, what: str = "outputs", create: bool = True
+) -> Path:
     """Create the output folder of a whole-folder command, refusing a non-empty one.
 
     A folder that holds anything (other than temporary files of a killed run, which are
     removed) is refused unless ``overwrite``; the command then replaces its own ``what`` in
-    it. The folder is created when missing.
+    it. The folder is created when missing (unless ``create`` is False: the command's own
+    code creates it after its own checks).
 
     Raises:
         InputError: ``folder`` is a file, or is not empty and ``overwrite`` is False.
@@ -147,7 +150,8 @@ def claim_output_folder(folder: PathLike, overwrite: bool, what: str = "outputs"
             raise InputError(
                 folder, f"output folder is not empty ({shown}); use --overwrite to replace {what}"
             )
-    _ensure_folder(folder)
+    if create:
+        _ensure_folder(folder)
     return folder
 
 

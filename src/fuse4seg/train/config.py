@@ -16,6 +16,7 @@ Epoch / step accounting (see ``docs/training.md``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,12 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check value ranges; raise :class:`ConfigError` naming the bad key."""
+        for f in dataclasses.fields(self):  # NaN/Inf pass every range check below
+            value = getattr(self, f.name)
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for v in items:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"config key {f.name!r} must be a finite number, got {value}")
         _positive = ("batch_size", "inner_steps", "patients_per_batch", "val_every", "log_every")
         for key in _positive:
             if int(getattr(self, key)) < 1:

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fuse4seg.device import resolve_device
 from fuse4seg.errors import InputError
 from fuse4seg.io.atomic import save_json_atomic
+from fuse4seg.io.output_policy import claim_output_folder
 
 __all__ = ["DEMO_METHODS", "DemoSettings", "run_demo"]
 
@@ -113,11 +115,16 @@ def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns ``{"summaries", "seconds", "report"}``.
 
+    ``out_dir`` must be empty or absent unless ``overwrite`` (then the demo's own outputs in
+    it are replaced). The device is checked before anything is written.
+
     Raises:
-        InputError: ``out_dir`` exists and is a file.
+        InputError: ``out_dir`` is a file, or not empty and ``overwrite`` is False.
+        ConfigError: the device is not available.
     """
     from fuse4seg.data.phantom import write_phantom_dataset
     from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
@@ -141,6 +148,8 @@ def run_demo(
     )
     if settings.cases < 5:
         raise InputError(out, f"the demo needs >= 5 cases (train/val/test), got {settings.cases}")
+    resolve_device(device)  # an unavailable device fails before anything is written
+    claim_output_folder(out, overwrite, what="the demo's outputs")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 

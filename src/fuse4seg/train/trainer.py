@@ -33,7 +33,7 @@ from torch import nn
 
 from fuse4seg.device import autocast_dtype, resolve_device
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
-from fuse4seg.io.atomic import save_json_atomic
+from fuse4seg.io.atomic import atomic_path, save_json_atomic
 from fuse4seg.train import distributed as ddp
 from fuse4seg.train.bilevel import LossWeights, NonFiniteLossError, TrainState, cosine_factor
 from fuse4seg.train.checkpoint import (
@@ -373,6 +373,23 @@ class Trainer:
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self._tb.add_scalar(f"{prefix}/{k}", v, record.get("step", 0))
 
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop ``metrics.jsonl`` lines after ``step`` (the checkpoint resumed from): the
+        resumed run logs those steps again. A torn last line (killed mid-write) goes too."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                kept.append(line)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+
     def _write_run_files(self, resumed: bool) -> None:
         if not self.dist.is_main:
             return
@@ -417,6 +434,8 @@ class Trainer:
         cfg, s = self.cfg, self.state
         t0 = time.perf_counter()
         self._write_run_files(resumed)
+        if resumed:
+            self._truncate_metrics(s.step)
         total_epochs = cfg.warmup_epochs + cfg.rollout_epochs
         stopped = False
         last_logged = s.step
