@@ -207,6 +207,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_seg(sub)
     _add_fusion(sub)
     _add_robustness(sub)
+    for p in sub.choices.values():
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into a non-empty output folder, replacing the benchmark's files "
+            "(default: refuse a non-empty folder)",
+        )
+
+
+def _claim_output(args: argparse.Namespace) -> None:
+    """The output policy (:mod:`fuse4seg.io.output_policy`): the results folder is never
+    inside or holding an input, and a non-empty one needs --overwrite."""
+    from fuse4seg.io.output_policy import check_output_location, claim_output_folder
+
+    inputs = [getattr(args, k, None) for k in ("data", "input", "model", "config")]
+    check_output_location(args.output, inputs, replaces_contents=True)
+    claim_output_folder(args.output, args.overwrite, what="its results", create=False)
 
 
 def _run_seg(args: argparse.Namespace) -> int:
@@ -312,6 +329,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    _claim_output(args)
     if args.benchmark_command == "seg":
         return _run_seg(args)
     if args.benchmark_command == "fusion":

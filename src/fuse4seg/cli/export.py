@@ -20,6 +20,22 @@ HELP = "export BraTS-Fuse PNGs or an nnU-Net raw dataset"
 
 _RULES = ("average", "max", "laplacian", "dwt", "pca")
 _MODALITIES = ("t1", "t1ce", "t2", "flair")
+_OVERWRITE_HELP = "write into a non-empty output folder, replacing files of the same name "
+_OVERWRITE_HELP += "(default: refuse a non-empty folder)"
+
+
+def _log(message: str) -> None:
+    """Progress on stdout, ``FAILED`` lines on stderr (like every batch command)."""
+    print(message, file=sys.stderr if message.startswith("FAILED") else sys.stdout, flush=True)
+
+
+def _claim_output(args: argparse.Namespace, source: Path) -> None:
+    """The output policy (:mod:`fuse4seg.io.output_policy`): never inside or holding an
+    input, and a non-empty folder only with --overwrite."""
+    from fuse4seg.io.output_policy import check_output_location, claim_output_folder
+
+    check_output_location(args.output, [source, args.model], replaces_contents=True)
+    claim_output_folder(args.output, args.overwrite, what="its files", create=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep every STEP-th selected slice (default 1: all of them)",
     )
     bf.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    bf.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     nn = sub.add_parser(
         "nnunet",
@@ -110,6 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "region training; labels: plain canonical labels NCR=1 ED=2 ET=3",
     )
     nn.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    nn.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
 
 def _normaliser(model):
@@ -137,6 +155,7 @@ def _run_brats_fuse(args: argparse.Namespace) -> int:
 
     if args.model is None and not args.rule:
         raise ConfigError("give a model (-m MODEL) and/or classical rules (--rule ...)")
+    _claim_output(args, args.input)
     fusers, model = [], None
     modalities = args.modalities
     if args.model is not None:
@@ -155,6 +174,7 @@ def _run_brats_fuse(args: argparse.Namespace) -> int:
         slices=args.slices,
         step=args.step,
         extra_info={"arguments": _args_info(args)},
+        log=_log,
     )
     print(f"{len(result.cases)} cases written to {args.output}, {len(result.failed)} failed")
     if result.failed:
@@ -167,6 +187,7 @@ def _run_nnunet(args: argparse.Namespace) -> int:
     from fuse4seg.benchmark.export_nnunet import export_nnunet
     from fuse4seg.benchmark.fusers import rule_slice_fuser, volume_fuser
 
+    _claim_output(args, args.data)
     fuser = model = None
     modalities = args.modalities
     if args.model is not None:
@@ -184,6 +205,7 @@ def _run_nnunet(args: argparse.Namespace) -> int:
         fused_name="fused" if fuser is None else f"fused_{fuser.name}",
         label_mode=args.labels,
         extra_info={"arguments": _args_info(args)},
+        log=_log,
     )
     print(
         f"{len(result.training)} training and {len(result.test)} test cases written to "
