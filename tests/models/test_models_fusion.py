@@ -262,3 +262,13 @@ def test_source_decoder_maps_the_fused_value_to_every_source():
         create_fusion_net("tiny", 3).decode_sources(fused)
     with pytest.raises(ConfigError, match="source_decoder_hidden"):
         create_fusion_net("tiny", 3, source_decoder_hidden=-2)
+
+
+def test_clamped_output_keeps_gradients_outside_the_range():
+    """A leader whose raw output left [0, 1] everywhere still learns (straight-through)."""
+    net = create_fusion_net("tiny", 2, output_norm="clamp")
+    y = torch.full((1, 1, 4, 4), -0.5, requires_grad=True)
+    out = net.normalise(y)
+    assert torch.equal(out.detach(), torch.zeros(1, 1, 4, 4))
+    out.sum().backward()
+    assert torch.equal(y.grad, torch.ones(1, 1, 4, 4))

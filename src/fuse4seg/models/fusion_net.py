@@ -268,7 +268,10 @@ class FusionNet(nn.Module):
 
     def normalise(self, y: torch.Tensor) -> torch.Tensor:
         """Put a raw fused image ``(B, 1, H, W)`` into [0, 1] as ``config.output_norm`` says
-        (per-image min-max, or clipping)."""
+        (per-image min-max, or clipping with straight-through gradients)."""
         if self.config.output_norm == "clamp":
-            return y.clamp(0.0, 1.0)
+            # clipped in the forward pass, gradients passed on as if unclipped (straight-
+            # through): a leader pushed out of [0, 1] everywhere (seen with lr_leader 1e-2)
+            # would otherwise get no gradient and output a constant image for good
+            return y + (y.clamp(0.0, 1.0) - y).detach()
         return minmax_normalize(y, self.config.eps)
