@@ -72,3 +72,12 @@ def test_ambiguous_reference_folder_fails_alone(folders, capsys):
     assert rc == 2
     assert "FAILED A: " in captured.err and "two files for seg" in captured.err
     assert "1 case(s) scored, 3 failed" in captured.out
+
+
+def test_evaluate_fusion_csv_inside_an_input_folder_is_refused(tmp_path, capsys):
+    for name in ("a", "b", "f"):
+        (tmp_path / name).mkdir()
+    out = tmp_path / "f" / "scores.csv"
+    args = ["evaluate-fusion", "-a", str(tmp_path / "a"), "-b", str(tmp_path / "b")]
+    assert main([*args, "-f", str(tmp_path / "f"), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out}: is inside the input folder")

@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is not None and args.output.suffix.lower() != ".csv":
         raise ConfigError(f"--output must be a .csv file, got {args.output}")
+    if args.output is not None:
+        from fuse4seg.io.output_policy import check_output_location
+
+        check_output_location(args.output, [args.source_a, args.source_b, args.fused])
     device = resolve_device(args.device)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
