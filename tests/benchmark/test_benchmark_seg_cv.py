@@ -192,3 +192,26 @@ def test_cv_benchmark_three_cases(tmp_path, capsys):
     assert main([*args, "-o", str(tmp_path / "o3"), "--folds", "3", "--fold-ids", "2"]) == 0
     rows = list(csv.DictReader((tmp_path / "o3" / "seg_per_fold.csv").open()))
     assert [(r["method"], r["fold"], r["cases"]) for r in rows] == [("average", "2", "1")]
+
+
+def test_seg_benchmark_continues_in_its_own_folder_without_overwrite(tmp_path):
+    import argparse
+
+    from fuse4seg.cli.benchmark import _claim_output, continues_seg_benchmark
+    from fuse4seg.errors import InputError
+
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    args = argparse.Namespace(
+        benchmark_command="seg", output=str(out), data=str(tmp_path / "prep"), overwrite=False
+    )
+    with pytest.raises(InputError, match="not empty"):  # a foreign non-empty folder
+        _claim_output(args)
+    (out / "benchmark_seg.json").write_text("{}")
+    assert continues_seg_benchmark(args)
+    _claim_output(args)  # an earlier seg benchmark: continued
+    fusion = argparse.Namespace(**{**vars(args), "benchmark_command": "fusion"})
+    assert not continues_seg_benchmark(fusion)
+    with pytest.raises(InputError, match="not empty"):
+        _claim_output(fusion)

@@ -212,7 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--overwrite",
             action="store_true",
             help="write into a non-empty output folder, replacing the benchmark's files "
-            "(default: refuse a non-empty folder)",
+            "(default: refuse a non-empty folder; `benchmark seg` into a folder holding an "
+            "earlier `benchmark seg` continues it without this flag)",
         )
 
 
@@ -223,7 +224,20 @@ def _claim_output(args: argparse.Namespace) -> None:
 
     inputs = [getattr(args, k, None) for k in ("data", "input", "model", "config")]
     check_output_location(args.output, inputs, replaces_contents=True)
+    if continues_seg_benchmark(args):
+        return  # finished runs in OUT are reused; tables are rewritten (--fold-ids over calls)
     claim_output_folder(args.output, args.overwrite, what="its results", create=False)
+
+
+def continues_seg_benchmark(args: argparse.Namespace) -> bool:
+    """``benchmark seg`` into a folder that holds an earlier ``benchmark seg`` (its
+    ``benchmark_seg.json``) continues it: runs finished with the same settings are reused,
+    others are trained, and the tables are rewritten; no ``--overwrite`` needed."""
+    if getattr(args, "benchmark_command", None) != "seg":
+        return False
+    from pathlib import Path
+
+    return (Path(args.output) / "benchmark_seg.json").is_file()
 
 
 def _run_seg(args: argparse.Namespace) -> int:
