@@ -63,3 +63,13 @@ def test_cli_demo_quick(tmp_path, capsys):
     for method, summary in results["summaries"].items():
         assert 0.0 <= summary["Dice_mean"] <= 1.0, method
     assert "mean Dice" in capsys.readouterr().out
+    # the leader's glass-box view: weight/transfer figure and class-contrast table
+    assert (out / "figures" / "leader_view.png").stat().st_size > 1000
+    assert "What the leader takes from which modality" in html and "x_avg (average)" in html
+    # --seed changes the training runs, not the phantom data
+    out2 = tmp_path / "demo2"
+    args = ["demo", "-o", str(out2), "--quick", "--threads", "1", "--no-progress", "--seed", "1"]
+    assert main(args) == 0
+    results2 = json.loads((out2 / "results.json").read_text())
+    assert results2["summaries"] != results["summaries"]
+    assert (out2 / "phantom").is_dir()

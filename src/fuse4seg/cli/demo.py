@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the demo's outputs in a non-empty output folder (default: refuse it)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed of every method (default 0; the phantom data do not change)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        seed=args.seed,
     )
     header, rows = result["table"]
     keep = [0, 1, 2, 3, 4, 5, 6, 7, 8]

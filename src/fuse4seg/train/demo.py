@@ -106,6 +106,60 @@ def _example_rows(store: Any, models: dict[str, Any], case_ids: Sequence[str], n
     return rows
 
 
+def _leader_section(
+    store: Any, models: dict[str, Any], case_ids: Sequence[str], png: Path
+) -> list[dict[str, Any]]:
+    """Report section: the fuse4seg leader's weight/transfer view of one test slice and, per
+    single-channel follower input (fused image, x_avg), how far the tumour classes stand from
+    healthy brain (``class_contrast``, mean over the test cases)."""
+    from fuse4seg.train.evaluate import predict_volume
+    from fuse4seg.train.leader_view import class_contrast, plot_leader_view
+
+    leader_model = models.get("fuse4seg")
+    if leader_model is None or leader_model.fusion_net is None or not case_ids:
+        return []
+    cid = case_ids[0]
+    label = np.asarray(store.label(cid))
+    z = int(np.argmax((label > 0).reshape(label.shape[0], -1).sum(1)))
+    image = np.asarray(store.image(cid), dtype=np.float32)
+    plot_leader_view(
+        leader_model.fusion_net, image[z], label[z], list(store.modalities), png, f"{cid} z={z}"
+    )
+    keys = ["NCR_vs_healthy", "ED_vs_healthy", "ET_vs_healthy", "d_healthy_ED", "d_NCR_ED",
+            "d_ED_ET"]  # fmt: skip
+    rows = []
+    for name in ("fuse4seg", "average"):
+        if name not in models:
+            continue
+        values = []
+        for case in case_ids:
+            img = np.asarray(store.image(case), dtype=np.float32)  # (D, M, H, W)
+            lab = np.asarray(store.label(case))
+            if name == "average":
+                single = img.mean(axis=1)
+            else:
+                single = predict_volume(models[name], img, "cpu", 16, return_fused=True)[1]
+            values.append(class_contrast(single, lab, img.max(axis=1) > 0))
+        label_name = "fused image (fuse4seg)" if name == "fuse4seg" else "x_avg (average)"
+        rows.append([label_name] + [float(np.nanmean([v[k] for v in values])) for k in keys])
+    from fuse4seg.train.report import html_table
+
+    return [
+        {
+            "heading": "What the leader takes from which modality",
+            "text": (
+                "Sources, fused image, the leader's weight map per modality and its per-pixel "
+                "transfer function (axes: the two sources' intensities; dots: class means of "
+                "the slice). Table: class mean minus healthy-brain mean, in standard "
+                "deviations of the brain's intensities, and Cohen's d between classes (larger "
+                "= easier to tell apart by intensity), mean over the test cases."
+            ),
+            "images": [(png, "leader view")],
+            "html": html_table(["input image", *keys], rows, digits=2),
+        }
+    ]
+
+
 def run_demo(
     out_dir: str | Path,
     cases: int | None = None,
@@ -116,11 +170,13 @@ def run_demo(
     log: Callable[[str], None] = print,
     progress: bool = True,
     overwrite: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns ``{"summaries", "seconds", "report"}``.
 
     ``out_dir`` must be empty or absent unless ``overwrite`` (then the demo's own outputs in
-    it are replaced). The device is checked before anything is written.
+    it are replaced). The device is checked before anything is written. ``seed`` is the
+    training seed of every method (the phantom and its split do not change with it).
 
     Raises:
         InputError: ``out_dir`` is a file, or not empty and ``overwrite`` is False.
@@ -172,7 +228,7 @@ def run_demo(
     for k, method in enumerate(methods, start=1):
         t = time.perf_counter()
         log(f"[3/4] train {method} ({k}/{len(methods)}, preset {preset})")
-        cfg = make_config(preset, method=method, **dict(settings.overrides))
+        cfg = make_config(preset, method=method, seed=seed, **dict(settings.overrides))
         run_dir = runs_dir / method
         shutil.rmtree(run_dir, ignore_errors=True)
         run_training(cfg, prep_dir, run_dir, device=device, progress=progress)
@@ -195,6 +251,7 @@ def run_demo(
     figs.mkdir(parents=True, exist_ok=True)
     plot_slice_grid(_example_rows(store, models, test_ids), figs / "examples.png")
     plot_validation_comparison(curves, figs / "validation.png")
+    leader_section = _leader_section(store, models, test_ids, figs / "leader_view.png")
     seconds = time.perf_counter() - t0
     sections = [
         {
@@ -212,6 +269,7 @@ def run_demo(
             "(NCR red, ED green, ET yellow) of the tumour-richest slice of test cases.",
             "images": [(figs / "examples.png", "example test slices")],
         },
+        *leader_section,
         {
             "heading": "Training curves",
             "images": [(figs / "validation.png", "validation mean Dice per epoch")]
