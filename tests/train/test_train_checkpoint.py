@@ -94,3 +94,33 @@ def test_bad_model_files(tmp_path):
         load_model_file(tmp_path / "v9.pt")
     with pytest.raises(ModelFileError, match="not found"):
         load_model_file(tmp_path / "none.pt")
+
+
+def test_model_file_written_before_the_transfer_function_still_loads(tmp_path):
+    """A model.pt whose leader config predates transfer_hidden / output_norm /
+    source_decoder_hidden loads as the leader it was: min-max output, no transfer."""
+    torch.manual_seed(0)
+    old_leader = create_fusion_net("tiny", 2, transfer_hidden=0, output_norm="minmax")
+    model = FusionSegModel(
+        method="fuse4seg",
+        modalities=["t1ce", "flair"],
+        seg_net=create_seg_net("tiny", 1),
+        fusion_net=old_leader,
+        fusion_rule=None,
+        preprocessing={"size": 16},
+        input_size=16,
+        fusion_preset="tiny",
+        seg_preset="tiny",
+        train_config={"method": "fuse4seg"},
+    ).eval()
+    save_model_file(model, tmp_path / "model.pt")
+    raw = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key in ("transfer_hidden", "output_norm", "source_decoder_hidden"):
+        del raw["fusion"]["config"][key]  # as files written before these options
+    torch.save(raw, tmp_path / "old.pt")
+    loaded = load_model_file(tmp_path / "old.pt")
+    assert loaded.fusion_net.transfer is None
+    assert loaded.fusion_net.config.output_norm == "minmax"
+    x = torch.rand(2, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x)[0], loaded(x)[0], atol=1e-6)
