@@ -264,11 +264,14 @@ def test_source_decoder_maps_the_fused_value_to_every_source():
         create_fusion_net("tiny", 3, source_decoder_hidden=-2)
 
 
-def test_clamped_output_keeps_gradients_outside_the_range():
-    """A leader whose raw output left [0, 1] everywhere still learns (straight-through)."""
+def test_clamped_output_gradient_only_leads_back_into_the_range():
+    """Clipped pixels get the gradient that moves them back (no dead leader), never the part
+    that pushes them further out (no unbounded drift)."""
     net = create_fusion_net("tiny", 2, output_norm="clamp")
-    y = torch.full((1, 1, 4, 4), -0.5, requires_grad=True)
+    y = torch.tensor([-0.5, -0.5, 0.5, 1.5, 1.5]).view(1, 1, 1, 5).requires_grad_(True)
     out = net.normalise(y)
-    assert torch.equal(out.detach(), torch.zeros(1, 1, 4, 4))
-    out.sum().backward()
-    assert torch.equal(y.grad, torch.ones(1, 1, 4, 4))
+    assert torch.equal(out.detach().flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    upstream = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0]).view(1, 1, 1, 5)
+    out.backward(upstream)
+    # descent moves y by -grad: -0.5 may only rise (grad < 0), 1.5 may only fall (grad > 0)
+    assert torch.equal(y.grad.flatten(), torch.tensor([0.0, -1.0, 1.0, 1.0, 0.0]))

@@ -79,6 +79,31 @@ def minmax_normalize(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return ((y - lo) / (hi - lo + eps)).clamp(0.0, 1.0)
 
 
+class _ClampBackIntoRange(torch.autograd.Function):
+    """``clamp(y, 0, 1)`` whose gradient, outside [0, 1], keeps only the part that moves ``y``
+    back into the range.
+
+    A plain clip gives clipped pixels no gradient: a leader pushed out of [0, 1] everywhere
+    (seen with ``lr_leader: 1.0e-2``) outputs a constant image for good. Passing the whole
+    gradient through (straight-through) is worse: it pushes clipped pixels further out with
+    no effect on the loss, and the leader's features grew without bound (gradient norms of
+    1e7 after a few hundred steps, L_seg rising under its own descent). One-sided: below 0,
+    only gradients that raise ``y`` pass; above 1, only those that lower it.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        return y.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        # gradient descent moves y by -grad: below 0 keep grad < 0, above 1 keep grad > 0
+        low, high = y < 0.0, y > 1.0
+        return torch.where(low, grad.clamp(max=0.0), torch.where(high, grad.clamp(min=0.0), grad))
+
+
 def _stack(blocks: list[nn.Module]) -> nn.Module:
     return nn.Sequential(*blocks) if blocks else nn.Identity()
 
@@ -268,10 +293,7 @@ class FusionNet(nn.Module):
 
     def normalise(self, y: torch.Tensor) -> torch.Tensor:
         """Put a raw fused image ``(B, 1, H, W)`` into [0, 1] as ``config.output_norm`` says
-        (per-image min-max, or clipping with straight-through gradients)."""
+        (per-image min-max, or clipping whose gradient only leads back into the range)."""
         if self.config.output_norm == "clamp":
-            # clipped in the forward pass, gradients passed on as if unclipped (straight-
-            # through): a leader pushed out of [0, 1] everywhere (seen with lr_leader 1e-2)
-            # would otherwise get no gradient and output a constant image for good
-            return y + (y.clamp(0.0, 1.0) - y).detach()
+            return _ClampBackIntoRange.apply(y)
         return minmax_normalize(y, self.config.eps)
