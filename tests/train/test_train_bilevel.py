@@ -233,8 +233,11 @@ def test_info_weight_needs_a_source_decoder():
     from fuse4seg.train.config import make_config
 
     with pytest.raises(ConfigError, match="source decoder"):
-        make_config("tiny", info=1.0)
+        make_config("tiny", info=1.0, fusion_overrides={"source_decoder_hidden": 0})
     cfg = make_config("tiny", info=1.0, fusion_overrides={"source_decoder_hidden": 8})
     assert cfg.info == 1.0
+    # tiny and base train with the anchor; paper keeps the paper's L_upper
+    assert make_config("tiny").info == make_config("base").info == 1.0
+    assert make_config("paper").info == 0.0
     with pytest.raises(ConfigError, match="unknown FusionNetConfig"):
         make_config("tiny", fusion_overrides={"no_such_key": 1})

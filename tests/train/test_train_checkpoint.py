@@ -100,7 +100,9 @@ def test_model_file_written_before_the_transfer_function_still_loads(tmp_path):
     """A model.pt whose leader config predates transfer_hidden / output_norm /
     source_decoder_hidden loads as the leader it was: min-max output, no transfer."""
     torch.manual_seed(0)
-    old_leader = create_fusion_net("tiny", 2, transfer_hidden=0, output_norm="minmax")
+    old_leader = create_fusion_net(
+        "tiny", 2, transfer_hidden=0, output_norm="minmax", source_decoder_hidden=0
+    )
     model = FusionSegModel(
         method="fuse4seg",
         modalities=["t1ce", "flair"],

@@ -167,18 +167,19 @@ def _check_non_negative(cfg: Any, *names: str) -> None:
 
 FUSION_PRESETS: dict[str, dict[str, Any]] = {
     # 1/4 resolution (two Haar squezes), 16 channels, one block per stage
-    # + a per-pixel transfer function and clipped (not per-slice min-max) output: see
-    # docs/benchmarks.md "Why the leader lost to its baselines" for the runs behind both
+    # + a per-pixel transfer function, clipped (not per-slice min-max) output and the source
+    # decoder of the information anchor: see docs/benchmarks.md "Task-driven fusion against
+    # its baselines" for the runs behind each
     "tiny": dict(
         dim=16, heads=2, encoder_blocks=1, decoder_blocks=1, low_blocks=1, high_nodes=2,
         fuse_low_blocks=1, fuse_high_nodes=1, kv_size=8, squeeze_levels=2,
-        output_mode="weights", transfer_hidden=16, output_norm="clamp",
+        output_mode="weights", transfer_hidden=16, output_norm="clamp", source_decoder_hidden=16,
     ),
     # 1/4 resolution (two Haar squeezes, lossless), 32 channels, two blocks per Restormer stage
     "base": dict(
         dim=32, heads=4, encoder_blocks=2, decoder_blocks=2, low_blocks=1, high_nodes=3,
         fuse_low_blocks=1, fuse_high_nodes=1, kv_size=8, squeeze_levels=2,
-        output_mode="weights", transfer_hidden=16, output_norm="clamp",
+        output_mode="weights", transfer_hidden=16, output_norm="clamp", source_decoder_hidden=16,
     ),
     # CDDFuse-scale: full resolution, dim 64, 8 heads, 4 + 4 Restormer blocks, 3 INN nodes
     "paper": dict(

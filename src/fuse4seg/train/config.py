@@ -191,8 +191,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema_warmup": False,
         "leader_pretrain": False,
     },
-    # Same algorithm, mid-size networks and a shorter schedule.
-    "base": {},
+    # Same algorithm, mid-size networks and a shorter schedule; the information anchor
+    # L_info on (its leader has the source decoder): without it the leader collapsed onto
+    # one modality in the cross-validation runs of docs/benchmarks.md.
+    "base": {"info": 1.0},
     # CPU demo on the phantom: tiny networks, few short epochs, faster learning rates,
     # EMA with warm-up (few leader steps), K = 3. The warm-up must leave a follower that
     # already segments x_avg: the leader's semantic gradients come from it.
@@ -211,6 +213,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tumour_fraction": 0.9,
         "leader_pretrain": False,
         "grad_clip": 5.0,
+        "info": 1.0,
         "ema_momentum": 0.9,
         "ema_warmup": True,
         "val_max_cases": 4,
