@@ -129,9 +129,13 @@ def test_benchmark_seg_all_methods_cli(prep_dir, tmp_path):
     cases = list(csv.DictReader((out / "seg_per_case.csv").open()))
     assert len(cases) == len(SEG_METHODS) * 2
     html = (out / "report.html").read_text()
-    # 3 example grids (one per group) + the fuse4seg-v1 cross-attention figure
-    assert html.count("<table>") == 4 and html.count("data:image/png;base64") == 4
+    # 3 example grids (one per group) + the fuse4seg-v1 cross-attention figure + the weight /
+    # transfer view of every row whose leader predicts weight maps
+    assert html.count("<table>") == 4
+    assert html.count("data:image/png;base64") == 4 + len(with_net)
     assert "fuse4seg-v1 cross-attention" in html
+    assert "weight maps and transfer function" in html
+    assert (out / "runs" / "fuse4seg" / "seed0" / "leader_view.png").is_file()
     assert (out / "runs" / "fuse4seg-v1" / "seed0" / "attention_example.png").is_file()
     for group in ("disjoint", "multichannel", "fuse4seg"):
         assert (out / f"seg_examples_{group}.png").is_file()

@@ -385,7 +385,21 @@ def _train_one(
     )
     run.follower_steps = trainer.state.follower_steps
     run.leader_steps = trainer.state.leader_steps
-    return _score_run(run, trainer.export_model().to(device), store, test_ids, device, example, log)
+    model = trainer.export_model().to(device)
+    run = _score_run(run, model, store, test_ids, device, example, log)
+    mode = getattr(getattr(model.fusion_net, "config", None), "output_mode", None)
+    if example is not None and mode == "weights":  # the leader's glass-box view
+        from fuse4seg.train.leader_view import plot_leader_view
+
+        cid, z = example
+        png = Path(run_dir) / "leader_view.png"
+        plot_leader_view(
+            model.fusion_net, np.asarray(store.image(cid)[z], dtype=np.float32),
+            np.asarray(store.label(cid)[z]), list(store.modalities), png,
+            title=f"{method.name}: {cid} slice {z}",
+        )  # fmt: skip
+        run.example["leader_png"] = str(png)
+    return run
 
 
 def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log) -> MethodRun:
@@ -625,6 +639,10 @@ def _write_reports(
             png = out / f"seg_examples_{group}.png"
             plot_slice_grid([row], png)
             images.append((png, f"{_GROUP_TITLES[group]}: test case {cid}, slice {z}"))
+        for m, r in seed0.items():
+            if r.example.get("leader_png") and Path(r.example["leader_png"]).is_file():
+                caption = f"{m}: the leader's weight maps and transfer function, {cid} slice {z}"
+                images.append((Path(r.example["leader_png"]), caption))
         v1_run = seed0.get("fuse4seg-v1")
         if v1_run is not None and v1_run.example.get("attention_png"):
             png = Path(v1_run.example["attention_png"])
