@@ -17,7 +17,7 @@ $(BIN)/fuse4seg: pyproject.toml
 install: $(BIN)/fuse4seg
 
 demo: install
-	$(BIN)/fuse4seg demo -o $(DEMO_DIR)
+	$(BIN)/fuse4seg demo -o $(DEMO_DIR) --overwrite
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
