@@ -147,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
-    _claim_run_folder(args)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.method == RMR_METHOD:
         return _run_rmr(args)
@@ -171,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--fold is not supported by method {cfg.method!r}")
         fold_option = {"fold": args.fold}
     run_training = spec.load_runner()  # 2D trainer or the method's own
+    _claim_run_folder(args)  # after the option checks: those errors come first
     result = run_training(
         cfg,
         args.data,
@@ -207,6 +207,7 @@ def _run_rmr(args: argparse.Namespace) -> int:
     # --preset overrides the YAML's preset unless it is left at its default
     preset = args.preset if args.preset != "base" or not args.config else None
     cfg = load_train_config(args.config, preset=preset)
+    _claim_run_folder(args)
     model_path = train_rmr(
         args.data,
         args.output,
