@@ -39,6 +39,18 @@ def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
 
 
+def load_run(run_dir: str, prep_dir: str, checkpoint: str = "last.pt"):
+    """``(config, store, leader, follower, criterion)`` of a Fuse4Seg run's checkpoint."""
+    ckpt = load_checkpoint(f"{run_dir}/{checkpoint}")
+    cfg = TrainConfig(**ckpt["config"])
+    store = PreparedStore(prep_dir)
+    leader, follower = build_networks(get_method(cfg.method), cfg, len(store.modalities))
+    leader.load_state_dict(ckpt["leader"])
+    follower.load_state_dict(ckpt["follower"])
+    criterion = DiceCELoss(cfg.num_classes, class_weights=cfg.class_weights)
+    return cfg, store, leader, follower, criterion
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -48,13 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    ckpt = load_checkpoint(f"{args.run_dir}/{args.checkpoint}")
-    cfg = TrainConfig(**ckpt["config"])
-    store = PreparedStore(args.prep_dir)
-    leader, follower = build_networks(get_method(cfg.method), cfg, len(store.modalities))
-    leader.load_state_dict(ckpt["leader"])
-    follower.load_state_dict(ckpt["follower"])
-    criterion = DiceCELoss(cfg.num_classes, class_weights=cfg.class_weights)
+    cfg, store, leader, follower, criterion = load_run(args.run_dir, args.prep_dir, args.checkpoint)
     data = SliceDataset(store, "train", augment=False, tumour_fraction=cfg.tumour_fraction)
     sampler = PatientBatchSampler(
         data.case_ids_per_item, cfg.batch_size, cfg.patients_per_batch, seed=1,

@@ -20,13 +20,9 @@ import numpy as np
 import torch
 
 from fuse4seg.data.datasets import SliceDataset
-from fuse4seg.data.store import PreparedStore
-from fuse4seg.losses import DiceCELoss
 from fuse4seg.train.bilevel import frozen
-from fuse4seg.train.checkpoint import load_checkpoint
-from fuse4seg.train.config import TrainConfig
-from fuse4seg.train.methods import get_method
-from fuse4seg.train.trainer import build_networks, collate_slices
+from fuse4seg.train.trainer import collate_slices
+from leader_gradients import load_run  # benchmarks/ (run as python benchmarks/...)
 
 
 def main() -> None:
@@ -41,13 +37,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
 
-    ckpt = load_checkpoint(f"{args.run_dir}/last.pt")
-    cfg = TrainConfig(**ckpt["config"])
-    store = PreparedStore(args.prep_dir)
-    leader0, follower = build_networks(get_method(cfg.method), cfg, len(store.modalities))
-    leader0.load_state_dict(ckpt["leader"])
-    follower.load_state_dict(ckpt["follower"])
-    criterion = DiceCELoss(cfg.num_classes, class_weights=cfg.class_weights)
+    _, store, leader0, follower, criterion = load_run(args.run_dir, args.prep_dir)
     data = SliceDataset(store, "train", augment=False)
     cases = np.asarray(data.case_ids_per_item)
     tumour = np.asarray(getattr(data, "is_tumour", np.ones(len(cases), bool)), bool)

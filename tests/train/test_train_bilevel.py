@@ -13,18 +13,26 @@ from fuse4seg.train.ema import EMA
 from fuse4seg.train.methods import METHODS, check_method_options, get_method
 
 
-def _state(in_channels: int = 1, leader: bool = True, inner_steps: int = 2) -> TrainState:
+def _state(
+    in_channels: int = 1,
+    leader: bool = True,
+    inner_steps: int = 2,
+    fusion: dict | None = None,
+    weights: LossWeights | None = None,
+    lr_leader: float = 1e-2,
+    ema: bool = True,
+) -> TrainState:
     torch.manual_seed(0)
-    fus = create_fusion_net("tiny", 2) if leader else None
+    fus = create_fusion_net("tiny", 2, **(fusion or {})) if leader else None
     seg = create_seg_net("tiny", in_channels)
     return TrainState(
         follower=seg,
         opt_follower=torch.optim.AdamW(seg.parameters(), lr=1e-2),
         seg_criterion=DiceCELoss(4),
         leader=fus,
-        opt_leader=torch.optim.AdamW(fus.parameters(), lr=1e-2) if fus else None,
-        ema=EMA(fus, 0.9) if fus else None,
-        weights=LossWeights(1.0, 5.0, 0.05),
+        opt_leader=torch.optim.AdamW(fus.parameters(), lr=lr_leader) if fus else None,
+        ema=EMA(fus, 0.9) if fus and ema else None,
+        weights=weights or LossWeights(1.0, 5.0, 0.05),
         inner_steps=inner_steps,
     )
 
@@ -186,17 +194,13 @@ def test_warmup_input_is_the_prior_the_untrained_leader_outputs():
 def test_leader_steps_on_seg_alone_lower_seg_loss_for_a_fixed_follower():
     """The semantic gradient points the right way: for a frozen follower, a few leader
     steps on L_seg alone (alpha = beta = gamma = 0) lower L_seg on the same D_val batch."""
-    torch.manual_seed(0)
-    leader = create_fusion_net("tiny", 2, transfer_hidden=8, output_norm="clamp")
-    follower = create_seg_net("tiny", 1)
-    s = TrainState(
-        follower=follower,
-        opt_follower=torch.optim.AdamW(follower.parameters(), lr=1e-2),
-        seg_criterion=DiceCELoss(4),
-        leader=leader,
-        opt_leader=torch.optim.AdamW(leader.parameters(), lr=3e-3),
+    s = _state(
+        fusion={"transfer_hidden": 8, "output_norm": "clamp"},
         weights=LossWeights(0.0, 0.0, 0.0),
+        lr_leader=3e-3,
+        ema=False,
     )
+    leader, follower = s.leader, s.follower
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 2, 24, 24, generator=g)
     y = (x[:, 0] > 0.6).long() + 2 * (x[:, 1] > 0.7).long()  # classes from both sources
@@ -209,17 +213,12 @@ def test_leader_steps_on_seg_alone_lower_seg_loss_for_a_fixed_follower():
 
 
 def test_information_anchor_enters_the_leader_step_and_trains_the_decoder():
-    torch.manual_seed(0)
-    leader = create_fusion_net("tiny", 2, transfer_hidden=4, source_decoder_hidden=4)
-    follower = create_seg_net("tiny", 1)
-    s = TrainState(
-        follower=follower,
-        opt_follower=torch.optim.AdamW(follower.parameters(), lr=1e-2),
-        seg_criterion=DiceCELoss(4),
-        leader=leader,
-        opt_leader=torch.optim.AdamW(leader.parameters(), lr=1e-2),
+    s = _state(
+        fusion={"transfer_hidden": 4, "source_decoder_hidden": 4},
         weights=LossWeights(0.0, 0.0, 0.0, info=1.0),
+        ema=False,
     )
+    leader = s.leader
     x, y, _ = _batch()
     before = leader.source_decoder[0].weight.detach().clone()
     terms = bilevel.leader_step(s, x, y)
