@@ -162,3 +162,12 @@ def test_benchmark_seg_seeds_spread(prep_dir, tmp_path):
     assert math.isfinite(by["no-grad"]["Dice_mean_seed_std"])
     seeds = {(r.method, r.seed) for r in res.runs}
     assert seeds == {("average", 0), ("average", 1), ("no-grad", 0), ("no-grad", 1)}
+
+
+def test_cli_choices_match_the_benchmark_rows():
+    """The CLI spells the rows out (no torch import for --help); they must not drift."""
+    from fuse4seg.benchmark.seg import ROW_SETS
+    from fuse4seg.cli.benchmark import _ROW_SETS, _SEG_METHODS
+
+    assert tuple(SEG_METHODS) == _SEG_METHODS
+    assert tuple(ROW_SETS) == _ROW_SETS

@@ -20,6 +20,8 @@ __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "reproduce the papers' comparison tables"
 
+#: rows of fuse4seg.benchmark.seg.SEG_METHODS, spelled out so `--help` does not import torch
+#: (a test keeps the two equal)
 _SEG_METHODS = (
     "average",
     "max",
@@ -33,6 +35,7 @@ _SEG_METHODS = (
     "bilevel-only",
     "bilevel-decomp",
     "fuse4seg",
+    "fuse4seg-v1",
     "no-bilevel",
     "no-decomp",
     "no-grad",
