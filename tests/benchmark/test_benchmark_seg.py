@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_schedule import TINY, TINY_OVERRIDES
 
 from fuse4seg.benchmark.backbones import create_backbone
 from fuse4seg.benchmark.seg import SEG_METHODS, register_rule_methods, run_seg_benchmark
@@ -17,30 +18,6 @@ from fuse4seg.cli.main import main
 from fuse4seg.data import PrepareOptions, prepare_dataset
 from fuse4seg.data.phantom import write_phantom_dataset
 from fuse4seg.errors import ConfigError
-
-TINY = [
-    "--preset",
-    "tiny",
-    "--warmup-epochs",
-    "1",
-    "--rollout-epochs",
-    "1",
-    "--steps-per-epoch",
-    "1",
-    "--inner-steps",
-    "2",
-    "--batch-size",
-    "4",
-    "--device",
-    "cpu",
-]
-TINY_OVERRIDES = {
-    "warmup_epochs": 1,
-    "rollout_epochs": 1,
-    "steps_per_epoch": 1,
-    "inner_steps": 2,
-    "batch_size": 4,
-}
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _tiny_schedule import TINY, TINY_OVERRIDES
 
 from fuse4seg.benchmark.seg import ROW_SETS, SEG_METHODS, expand_rows, run_seg_benchmark
 from fuse4seg.cli.main import main
 from fuse4seg.data import PrepareOptions, prepare_dataset, write_phantom_dataset
 from fuse4seg.data.splits import make_folds
 from fuse4seg.errors import ConfigError, InputError
-
-TINY = [
-    "--preset", "tiny", "--warmup-epochs", "1", "--rollout-epochs", "1",
-    "--steps-per-epoch", "1", "--inner-steps", "2", "--batch-size", "4", "--device", "cpu",
-]  # fmt: skip
-TINY_OVERRIDES = {
-    "warmup_epochs": 1,
-    "rollout_epochs": 1,
-    "steps_per_epoch": 1,
-    "inner_steps": 2,
-    "batch_size": 4,
-}
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
+from _train_cli import SMALL
+from _train_cli import train_args as _args
 
 from fuse4seg.cli.main import main
-
-SMALL = (
-    "warmup_epochs: 1\nrollout_epochs: 1\nsteps_per_epoch: 2\nbatch_size: 4\n"
-    "inner_steps: 2\nval_max_cases: 1\n"
-)
-
-
-def _args(store, run, cfg, *extra):
-    return [
-        "train", "-d", str(store), "-o", str(run), "--preset", "tiny", "--config", str(cfg),
-        "--device", "cpu", "--threads", "1", "--no-progress", *extra,
-    ]  # fmt: skip
 
 
 def test_cli_train_max_steps_smoke(tiny_store, tmp_path, capsys):

@@ -12,21 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_cli import SMALL, train_args
 
 from fuse4seg.cli.main import main
 from fuse4seg.errors import ConfigError
 
-SMALL = (
-    "warmup_epochs: 1\nrollout_epochs: 1\nsteps_per_epoch: 2\nbatch_size: 4\n"
-    "inner_steps: 2\nval_max_cases: 1\n"
-)
-
 
 def _args(store, run, cfg, *extra):
-    return [
-        "train", "-d", str(store), "-o", str(run), "--preset", "tiny", "--config", str(cfg),
-        "--device", "cpu", "--threads", "1", "--no-progress", "--method", "average", *extra,
-    ]  # fmt: skip
+    return train_args(store, run, cfg, "--method", "average", *extra)
 
 
 @pytest.fixture
