@@ -238,8 +238,6 @@ def continues_seg_benchmark(args: argparse.Namespace) -> bool:
     others are trained, and the tables are rewritten; no ``--overwrite`` needed."""
     if getattr(args, "benchmark_command", None) != "seg":
         return False
-    from pathlib import Path
-
     return (Path(args.output) / "benchmark_seg.json").is_file()
 
 

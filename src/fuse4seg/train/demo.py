@@ -112,7 +112,6 @@ def _leader_section(
     """Report section: the fuse4seg leader's weight/transfer view of one test slice and, per
     single-channel follower input (fused image, x_avg), how far the tumour classes stand from
     healthy brain (``class_contrast``, mean over the test cases)."""
-    from fuse4seg.train.evaluate import predict_volume
     from fuse4seg.train.leader_view import class_contrast, plot_leader_view
 
     leader_model = models.get("fuse4seg")
@@ -134,11 +133,9 @@ def _leader_section(
         values = []
         for case in case_ids:
             img = np.asarray(store.image(case), dtype=np.float32)  # (D, M, H, W)
+            with torch.no_grad():  # the follower's input only: x_f, or x_avg for `average`
+                single = models[name].fuse(torch.from_numpy(img))[:, 0].numpy()  # (D, H, W)
             lab = np.asarray(store.label(case))
-            if name == "average":
-                single = img.mean(axis=1)
-            else:
-                single = predict_volume(models[name], img, "cpu", 16, return_fused=True)[1]
             values.append(class_contrast(single, lab, img.max(axis=1) > 0))
         label_name = "fused image (fuse4seg)" if name == "fuse4seg" else "x_avg (average)"
         rows.append([label_name] + [float(np.nanmean([v[k] for v in values])) for k in keys])
