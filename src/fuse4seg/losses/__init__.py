@@ -12,16 +12,26 @@ from .fusion import (
     information_loss,
     reconstruction_loss,
 )
-from .gradients import sobel_gradients, sobel_magnitude, total_variation
+from .gradients import (
+    GRAD_CONVENTIONS,
+    TV_CONVENTIONS,
+    gradient_magnitude,
+    sobel_gradients,
+    sobel_magnitude,
+    total_variation,
+)
 from .segmentation import DiceCELoss, soft_dice_loss
 from .ssim import SSIMLoss, ssim
 
 __all__ = [
+    "GRAD_CONVENTIONS",
+    "TV_CONVENTIONS",
     "DiceCELoss",
     "SSIMLoss",
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",
+    "gradient_magnitude",
     "information_loss",
     "reconstruction_loss",
     "sobel_gradients",

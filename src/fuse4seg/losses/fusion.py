@@ -2,7 +2,9 @@
 
 * :func:`decomposition_loss` — ``L_decomp = CC(F_high^i, F_high^j)^2 / (1.01 + CC(F_low^i,
   F_low^j))``, averaged over all modality pairs ``i < j``.
-* :func:`gradient_loss` — ``L_grad = mean | |Sobel x_f| - max_m |Sobel x_m| |`` (L1).
+* :func:`gradient_loss` — ``L_grad = mean | |Sobel x_f| - max_m |Sobel x_m| |`` (L1), with the
+  gradient magnitude of a named convention (``"unit"`` or ``"cddfuse"``, see
+  :mod:`fuse4seg.losses.gradients`).
 * :func:`reconstruction_loss` — ``L_recon = mean (x_f - mean_m x_m)^2`` (MSE anchor).
 """
 
@@ -12,7 +14,7 @@ import itertools
 
 import torch
 
-from .gradients import sobel_magnitude
+from .gradients import check_grad_convention, gradient_magnitude, sobel_magnitude
 
 __all__ = [
     "correlation_coefficient",
@@ -96,20 +98,31 @@ def _check_fused_sources(fused: torch.Tensor, sources: torch.Tensor) -> None:
         )
 
 
-def gradient_loss(fused: torch.Tensor, sources: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+def gradient_loss(
+    fused: torch.Tensor, sources: torch.Tensor, norm: str = "l2", convention: str = "unit"
+) -> torch.Tensor:
     """``mean | |Sobel fused| - max_m |Sobel source_m| |``; 2D Sobel for 4D inputs, 3D for 5D.
 
     Args:
         fused: ``(B, 1, H, W)`` or ``(B, 1, D, H, W)``.
         sources: ``(B, M, H, W)`` or ``(B, M, D, H, W)``.
-        norm: gradient magnitude norm, see :func:`~fuse4seg.losses.sobel_magnitude`.
+        norm: magnitude norm of the ``"unit"`` convention (``"l2"`` or ``"l1"``, see
+            :func:`~fuse4seg.losses.sobel_magnitude`); ``"cddfuse"`` fixes its own (L1).
+        convention: ``"unit"`` (normalised kernels: a ramp of slope ``a`` has magnitude
+            ``a``) or ``"cddfuse"`` (CDDFuse's / RMR-Fusion's reference code: raw kernels,
+            ``sum_k |g_k|``, zero padding: ``8a`` in 2D, ``32a`` in 3D).
 
     Returns:
         Scalar tensor.
     """
     _check_fused_sources(fused, sources)
-    target = sobel_magnitude(sources, norm=norm).amax(dim=1, keepdim=True)  # (B, 1, *S)
-    return (sobel_magnitude(fused, norm=norm) - target).abs().mean()
+    if check_grad_convention(convention) == "unit":
+        target = sobel_magnitude(sources, norm=norm).amax(dim=1, keepdim=True)  # (B, 1, *S)
+        return (sobel_magnitude(fused, norm=norm) - target).abs().mean()
+    if norm != "l2":
+        raise ValueError(f"norm applies to the 'unit' convention only, got norm={norm!r}")
+    target = gradient_magnitude(sources, convention).amax(dim=1, keepdim=True)  # (B, 1, *S)
+    return (gradient_magnitude(fused, convention) - target).abs().mean()
 
 
 def reconstruction_loss(fused: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
