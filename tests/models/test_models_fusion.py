@@ -129,10 +129,30 @@ def test_paper_preset_size_and_small_input():
     cfg = net.config
     assert (cfg.dim, cfg.heads, cfg.encoder_blocks, cfg.decoder_blocks) == (64, 8, 4, 4)
     assert cfg.squeeze_levels == 0 and cfg.high_nodes == 3
+    # the spec's leader: Haar squeeze inside the INN nodes, anchor-free decoder
+    assert cfg.inn_haar and not cfg.mean_skip and cfg.output_mode == "image"
     assert 0.5e6 < count_parameters(net) < 1.5e6
     with torch.no_grad():
         out = net.eval()(torch.rand(1, 2, 17, 15))
-    assert out.fused.shape == (1, 1, 17, 15) and out.low.shape == (1, 2, 64, 17, 15)
+    # features at the padded size (a multiple of 2 for the Haar squeeze)
+    assert out.fused.shape == (1, 1, 17, 15) and out.low.shape == (1, 2, 64, 18, 16)
+    # the high-frequency branch stays exactly invertible with the squeeze
+    z = torch.randn(2, 64, 8, 6)
+    with torch.no_grad():
+        back = net.high_branch.inverse(net.high_branch(z))
+    assert torch.allclose(back, z, atol=1e-4)
+
+
+def test_paper_leader_has_no_residual_on_the_modality_mean():
+    torch.manual_seed(0)
+    net = create_fusion_net("paper", 2, dim=16, heads=2).eval()
+    x = torch.rand(1, 2, 16, 16)
+    xp = x.clone()
+    with torch.no_grad():
+        low, high = net.encode(x)
+        a = net.decode(low, high, x)
+        b = net.decode(low, high, xp + 0.5)  # same features, another x: same output
+    assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "base"])
@@ -278,3 +298,19 @@ def test_clamped_output_gradient_only_leads_back_into_the_range():
     out.backward(upstream)
     # descent moves y by -grad: -0.5 may only rise (grad < 0), 1.5 may only fall (grad > 0)
     assert torch.equal(y.grad.flatten(), torch.tensor([0.0, -1.0, 1.0, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_reconstruct_sources_decodes_each_source_alone(preset):
+    torch.manual_seed(0)
+    net = create_fusion_net(preset, 2, **({"dim": 16, "heads": 2} if preset == "paper" else {}))
+    x = torch.rand(2, 2, 20, 18)
+    recon, low, high = net.eval().reconstruct_sources(x)
+    assert recon.shape == (2, 2, 20, 18) and low.shape[:2] == high.shape[:2] == (2, 2)
+    assert recon.min() >= 0 and recon.max() <= 1
+    if preset == "tiny":  # weights mode: an untrained blend of copies of source m is source m
+        assert (recon - x).abs().max() < 0.05
+    # source 0's reconstruction does not depend on source 1
+    x2 = x.clone()
+    x2[:, 1] = torch.rand(2, 20, 18)
+    assert torch.allclose(net.reconstruct_sources(x2)[0][:, 0], recon[:, 0], atol=1e-6)

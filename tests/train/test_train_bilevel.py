@@ -240,3 +240,22 @@ def test_info_weight_needs_a_source_decoder():
     assert make_config("paper").info == 0.0
     with pytest.raises(ConfigError, match="unknown FusionNetConfig"):
         make_config("tiny", fusion_overrides={"no_such_key": 1})
+
+
+def test_disjoint_fuser_follows_cddfuse_phases(tiny_cfg):
+    cfg = tiny_cfg(method="disjoint")
+    assert cfg.disjoint_objective == "cddfuse"
+    spec = check_method_options(cfg)
+    s = _state()
+    s.leader_total_steps = 3  # phase I for the first third: step 0 only
+    x, y, ids = _batch()
+    keys = [set(spec.warmup(s, x, y, ids, cfg)) for _ in range(3)]
+    assert "leader_cddfuse1_recon" in keys[0] and "leader_decomp" in keys[0]
+    assert all("leader_cddfuse2_fusion" in k for k in keys[1:])
+    regs = tiny_cfg(method="disjoint", disjoint_objective="regularisers")
+    terms = spec.warmup(_state(), x, y, ids, regs)
+    assert {"leader_grad", "leader_recon"} <= set(terms)
+    from fuse4seg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="disjoint_objective"):
+        tiny_cfg(method="disjoint", disjoint_objective="cdd")

@@ -7,9 +7,12 @@ other image; both are read as the reference evaluator reads them (8-bit colour -
 luminance) and fused as ``(1, 2, H, W)`` in ``[0, 1]`` (grey / 255).
 
 Methods: the classical rules (:mod:`fuse4seg.fusion_rules`) and our fusion network
-(FusionNet, 2 modalities) trained self-supervised with the fusion losses only
-(``alpha L_decomp + beta L_grad + gamma L_recon``, the trainer's ``disjoint`` leader step) on
-the train split of the pairs, from scratch, with random crops and flips.
+(FusionNet, 2 modalities) trained self-supervised as the trainer's ``disjoint`` leader is:
+by default with CDDFuse's two-phase objective (:mod:`fuse4seg.losses.cddfuse`: the first third
+of the steps as an autoencoder, then intensity and gradient maxima), or, with
+``disjoint_objective: regularisers`` in the config, with Fuse4Seg's upper-level regularisers
+only (``alpha L_decomp + beta L_grad + gamma L_recon``); on the train split of the pairs,
+from scratch, with random crops and flips.
 
 Train / test split (:func:`split_pairs`, deterministic, no randomness): per set, pairs are
 sorted by numeric file name; pairs that share a byte-identical source file (MRI_PET: PET 32-52
@@ -232,12 +235,14 @@ def train_pair_fusion_net(
     log: Callable[[str], None] | None = print,
     config_file: str | Path | None = None,
 ) -> torch.nn.Module:
-    """Train a 2-modality FusionNet on the fusion losses only (self-supervised).
+    """Train a 2-modality FusionNet without a segmentation term (self-supervised).
 
-    Uses the training preset's leader learning rate, weight decay, grad clipping and loss
-    weights (alpha, beta, gamma), AdamW with a cosine schedule and the trainer's fusion-only
-    leader step (:func:`fuse4seg.train.bilevel.fusion_only_step`); returns the EMA leader
-    (eval mode) when the preset uses EMA, else the raw leader.
+    Uses the training preset's leader learning rate, weight decay, grad clipping, AdamW with a
+    cosine schedule and the ``disjoint`` baseline's leader step: CDDFuse's objective
+    (:func:`fuse4seg.train.bilevel.cddfuse_step`, phase 1 for the first third of the steps)
+    or, with ``disjoint_objective: regularisers``, the upper-level regularisers with the
+    preset's alpha, beta, gamma (:func:`fuse4seg.train.bilevel.fusion_only_step`). Returns
+    the EMA leader (eval mode) when the preset uses EMA, else the raw leader.
 
     Args:
         images: training pairs, each ``(2, H, W)`` in ``[0, 1]``.
@@ -248,7 +253,14 @@ def train_pair_fusion_net(
             ``fuse4seg train``.
     """
     from fuse4seg.models import create_fusion_net
-    from fuse4seg.train.bilevel import LossWeights, TrainState, cosine_factor, fusion_only_step
+    from fuse4seg.losses.cddfuse import CDDFUSE_PHASE1_FRACTION
+    from fuse4seg.train.bilevel import (
+        LossWeights,
+        TrainState,
+        cddfuse_step,
+        cosine_factor,
+        fusion_only_step,
+    )
     from fuse4seg.train.config import make_config
     from fuse4seg.train.ema import EMA
 
@@ -284,7 +296,10 @@ def train_pair_fusion_net(
     t0 = time.perf_counter()
     for step in range(steps):
         x = _random_crops(images, batch_size, crop, rng).to(dev)
-        terms = fusion_only_step(state, x)
+        if cfg.disjoint_objective == "cddfuse":
+            terms = cddfuse_step(state, x, 1 if step < CDDFUSE_PHASE1_FRACTION * steps else 2)
+        else:
+            terms = fusion_only_step(state, x)
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             txt = " ".join(f"{k}={v:.4f}" for k, v in terms.items())
             log(f"fusion net step {step + 1}/{steps} {txt} ({time.perf_counter() - t0:.0f}s)")

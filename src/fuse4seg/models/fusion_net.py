@@ -279,6 +279,33 @@ class FusionNet(nn.Module):
         y = self.decode(low, high, xp)[..., :h, :w]  # (B, 1, H, W)
         return FusionOutput(self.normalise(y), low, high)
 
+    def reconstruct_sources(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every source encoded and decoded *alone* (the autoencoder phase of CDDFuse's
+        training, :mod:`fuse4seg.losses.cddfuse`).
+
+        Source ``m``'s features go through the fusion units and the decoder without the other
+        sources' (the modality sum holds one term); in ``weights`` mode and with
+        ``mean_skip`` every input slot holds source ``m``.
+
+        Args:
+            x: ``(B, M, H, W)`` in [0, 1].
+
+        Returns:
+            ``(recon (B, M, H, W), low, high)``: the reconstructions, normalised like the
+            fused image, and the features of :meth:`encode` ``(B, M, C, h, w)``.
+        """
+        xp, (h, w) = pad_to_multiple(x, self.pad_factor)
+        low, high = self.encode(xp)
+        m = self.num_modalities
+        recon = []
+        for i in range(m):
+            alone = xp[:, i : i + 1].expand(-1, m, -1, -1)  # (B, M, Hp, Wp), all source i
+            y = self.decode(low[:, i : i + 1], high[:, i : i + 1], alone)[..., :h, :w]
+            recon.append(self.normalise(y))
+        return torch.cat(recon, dim=1), low, high
+
     def decode_sources(self, fused: torch.Tensor) -> torch.Tensor:
         """Per-pixel estimate of the sources from the fused value alone:
         ``(B, 1, H, W) -> (B, M, H, W)`` (needs ``source_decoder_hidden > 0``).

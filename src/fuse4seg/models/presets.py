@@ -181,10 +181,14 @@ FUSION_PRESETS: dict[str, dict[str, Any]] = {
         fuse_low_blocks=1, fuse_high_nodes=1, kv_size=8, squeeze_levels=2,
         output_mode="weights", transfer_hidden=16, output_norm="clamp", source_decoder_hidden=16,
     ),
-    # CDDFuse-scale: full resolution, dim 64, 8 heads, 4 + 4 Restormer blocks, 3 INN nodes
+    # the spec's leader at CDDFuse scale: full resolution, dim 64, 8 heads, 4 + 4 Restormer
+    # blocks, INN nodes with the Haar squeeze before the affine couplings (sec. 3.3),
+    # anchor-free decoder (no residual on x_avg); keys/values of the MSA pooled to 16x16
+    # tokens (kv_size=None gives full attention: 57600 tokens for a 240x240 slice)
     "paper": dict(
         dim=64, heads=8, encoder_blocks=4, decoder_blocks=4, low_blocks=2, high_nodes=3,
         fuse_low_blocks=2, fuse_high_nodes=1, mlp_ratio=4.0, kv_size=16, squeeze_levels=0,
+        inn_haar=True, mean_skip=False,
     ),
 }  # fmt: skip
 

@@ -47,6 +47,7 @@ __all__ = [
     "warmup_batch",
     "bilevel_cycle",
     "fusion_only_step",
+    "cddfuse_step",
     "joint_step",
 ]
 
@@ -124,6 +125,7 @@ class TrainState:
     step: int = 0
     follower_steps: int = 0
     leader_steps: int = 0
+    leader_total_steps: int = 0  # leader steps the run will make (scheduler length)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -380,6 +382,44 @@ def fusion_only_step(state: TrainState, x: torch.Tensor) -> dict[str, float]:
     _check_finite(total, "leader (fusion losses)")
     _leader_update(state, total)
     return {f"leader_{k}": v for k, v in terms.items()}
+
+
+def cddfuse_step(state: TrainState, x: torch.Tensor, phase: int) -> dict[str, float]:
+    """``disjoint`` stage 1 with CDDFuse's objective (:mod:`fuse4seg.losses.cddfuse`).
+
+    Phase 1: every source encoded and decoded alone must come back; phase 2: the fused
+    image is pulled to the sources' pixel-wise maximum and maximum gradient. Both add
+    ``2 L_decomp`` (dropped by ``--no-decomp``, i.e. ``alpha = 0``).
+    """
+    from fuse4seg.losses import decomposition_loss
+    from fuse4seg.losses.cddfuse import (
+        CDDFUSE_DECOMP_WEIGHT,
+        cddfuse_fusion_loss,
+        cddfuse_reconstruction_loss,
+    )
+
+    if state.leader is None or state.opt_leader is None:
+        raise RuntimeError("cddfuse_step needs a leader network")
+    if phase not in (1, 2):
+        raise ValueError(f"CDDFuse phase must be 1 or 2, got {phase!r}")
+    state.leader.train()
+    with state.autocast(x.device):
+        if phase == 1:
+            recon, low, high = state.leader.reconstruct_sources(x)
+            name, main = "recon", cddfuse_reconstruction_loss(recon.float(), x.float())
+        else:
+            out = state.leader(x)
+            low, high = out.low, out.high
+            name, main = "fusion", cddfuse_fusion_loss(out.fused.float(), x.float())
+    total = main
+    terms = {f"leader_cddfuse{phase}_{name}": float(main.detach())}
+    if state.weights.alpha > 0:
+        l_dec = decomposition_loss(low.float(), high.float())
+        total = total + CDDFUSE_DECOMP_WEIGHT * l_dec
+        terms["leader_decomp"] = float(l_dec.detach())
+    _check_finite(total, f"leader (CDDFuse phase {phase})")
+    _leader_update(state, total)
+    return terms
 
 
 def joint_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

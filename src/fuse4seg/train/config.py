@@ -44,6 +44,9 @@ class TrainConfig:
     use_decomp: bool = True  # False = --no-decomp: alpha term dropped
     use_grad: bool = True  # False = --no-grad: beta term dropped
     use_ema: bool = True  # False = --no-ema: raw leader for validation and export
+    # how the `disjoint` baseline trains its fuser: "cddfuse" (CDDFuse's two-phase objective,
+    # fuse4seg.losses.cddfuse) or "regularisers" (alpha L_decomp + beta L_grad + gamma L_recon)
+    disjoint_objective: str = "cddfuse"
     fusion_preset: str = "base"  # FusionNet preset (fuse4seg.models)
     # FusionNet config keys that override the fusion preset (e.g. {transfer_hidden: 16})
     fusion_overrides: dict[str, Any] | None = None
@@ -154,6 +157,11 @@ class TrainConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"config key 'max_steps' must be >= 1, got {self.max_steps}")
+        if self.disjoint_objective not in ("cddfuse", "regularisers"):
+            raise ConfigError(
+                "config key 'disjoint_objective' must be 'cddfuse' or 'regularisers', "
+                f"got {self.disjoint_objective!r}"
+            )
         if self.warmup_epochs + self.rollout_epochs < 1:
             raise ConfigError("warmup_epochs + rollout_epochs must be >= 1")
         from fuse4seg.models.presets import FUSION_PRESETS, build_fusion_config
@@ -190,6 +198,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema_momentum": 0.99,
         "ema_warmup": False,
         "leader_pretrain": False,
+        # the paper states no tumour-slice oversampling and no augmentation
+        "tumour_fraction": None,
+        "augment": False,
     },
     # Same algorithm, mid-size networks and a shorter schedule; the information anchor
     # L_info on (its leader has the source decoder): without it the leader collapsed onto

@@ -11,8 +11,10 @@ fuse4seg        follower step on x_avg (and, with     bi-level cycle: K follower
                 leader step)
   --no-bilevel  follower step on x_avg               K joint steps (leader + follower, one loss,
                                                      whole batch)
-disjoint        leader step on fusion losses only +  K follower steps on the frozen leader's
-                follower step on x_avg               output (whole batch)
+disjoint        leader step on CDDFuse's objective   K follower steps on the frozen leader's
+                (phase I autoencoder, then fusion;   output (whole batch)
+                ``disjoint_objective``) + follower
+                step on x_avg
 average         follower step on x_avg               K follower steps on x_avg (whole batch)
 multichannel    follower step on the M modalities    K follower steps on the M modalities
 rule-<name>     follower step on a classical rule's  K follower steps on the rule's image
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 
 from fuse4seg.errors import ConfigError
+from fuse4seg.losses.cddfuse import CDDFUSE_PHASE1_FRACTION
 from fuse4seg.train import bilevel
 from fuse4seg.train.bilevel import TrainState
 
@@ -127,7 +130,11 @@ def _fuse4seg_steps(cfg, stage: str) -> tuple[int, int]:
 
 
 def _disjoint_warmup(state, x, y, case_ids, cfg) -> dict:
-    terms = bilevel.fusion_only_step(state, x)
+    if cfg.disjoint_objective == "cddfuse":
+        phase1 = state.leader_steps < CDDFUSE_PHASE1_FRACTION * state.leader_total_steps
+        terms = bilevel.cddfuse_step(state, x, 1 if phase1 else 2)
+    else:  # "regularisers": alpha L_decomp + beta L_grad + gamma L_recon (+ info L_info)
+        terms = bilevel.fusion_only_step(state, x)
     terms.update(bilevel.warmup_batch(state, x, y))
     return terms
 
@@ -192,7 +199,7 @@ register_method(
 register_method(
     MethodSpec(
         "disjoint",
-        "fusion network trained on fusion losses only, frozen, then the follower on its output",
+        "fusion network trained on CDDFuse's objective, frozen, then the follower on its output",
         has_leader=True,
         seg_input="fused",
         fusion_rule=None,

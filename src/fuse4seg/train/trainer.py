@@ -260,6 +260,7 @@ class Trainer:
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
+            leader_total_steps=total_leader,
             grad_clip=cfg.grad_clip,
             amp_dtype=self.amp_dtype,
         )
