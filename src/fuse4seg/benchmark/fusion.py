@@ -252,8 +252,8 @@ def train_pair_fusion_net(
         config_file: YAML overrides of the preset (e.g. ``gamma``, ``lr_leader``), keys of
             ``fuse4seg train``.
     """
-    from fuse4seg.models import create_fusion_net
     from fuse4seg.losses.cddfuse import CDDFUSE_PHASE1_FRACTION
+    from fuse4seg.models import create_fusion_net
     from fuse4seg.train.bilevel import (
         LossWeights,
         TrainState,
