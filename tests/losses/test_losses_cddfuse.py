@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,18 +21,23 @@ def test_fusion_loss_is_zero_for_the_pixelwise_max_of_one_dominant_source():
     assert float(cddfuse_fusion_loss(a, x)) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_fusion_loss_on_ramps_uses_raw_sobel_and_weight_ten():
-    # sources: a ramp of slope 0.05 and zeros; fused: a ramp of slope 0.02 shifted up by 0.1.
-    # intensity: |0.1 + 0.02 j - 0.05 j| averaged over j = 0..11 (replicate border)
-    # gradient: raw Sobel of a ramp of slope s is 8 s inside, 4 s on the two border columns
+def test_fusion_loss_on_ramps_uses_raw_zero_padded_sobel_and_weight_ten():
+    # independent reference: scipy's zero-filled 2D correlation with the integer kernels
+    from scipy.signal import correlate2d
+
     a, f = _ramp(0.05), _ramp(0.02) + 0.1
     x = torch.cat([a, torch.zeros_like(a)], dim=1)
-    j = torch.arange(12, dtype=torch.float64)
-    intensity = (0.1 - 0.03 * j).abs().mean()
-    interior, border = 8 * 0.03, 4 * 0.03
-    grad = (10 * interior + 2 * border) / 12
-    expected = intensity + 10 * grad
-    assert float(cddfuse_fusion_loss(f, x)) == pytest.approx(float(expected), rel=1e-9)
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+
+    def mag(img):
+        img = img[0, 0].numpy()
+        gx = correlate2d(img, kx, mode="same", boundary="fill")
+        gy = correlate2d(img, kx.T, mode="same", boundary="fill")
+        return np.abs(gx) + np.abs(gy)
+
+    target = np.maximum(mag(a), mag(torch.zeros_like(a)))
+    expected = (f - a).abs().mean().item() + 10 * np.abs(mag(f) - target).mean()
+    assert float(cddfuse_fusion_loss(f, x)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_reconstruction_loss_is_zero_for_a_copy_and_grows_with_the_error():

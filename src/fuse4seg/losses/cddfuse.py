@@ -8,13 +8,13 @@ network trained as its own paper trains it, then frozen. CDDFuse trains in two p
   ``5 L1(grad x_hat, grad x)`` (normalised Sobel derivatives), plus ``2 L_decomp`` between the
   sources' features;
 * **phase II** (fusion): ``L1(x_f, max_m x_m) + 10 L1(|Sobel x_f|, max_m |Sobel x_m|)`` with the
-  raw integer Sobel kernels and ``|g_x| + |g_y|`` as magnitude, plus ``2 L_decomp``.
+  ``cddfuse`` gradient convention (raw integer Sobel kernels, ``|g_x| + |g_y|``, zero padding:
+  :func:`fuse4seg.losses.gradient_magnitude`), plus ``2 L_decomp``.
 
 Differences from the reference code, kept on purpose: M sources instead of two (maxima and
-means over all of them; phase I's gradient term on every source, not the visible one only),
-replicate padding at the border instead of zeros, and SSIM in ``valid`` mode
-(:func:`fuse4seg.losses.ssim`). Shapes: fused / reconstructions ``(B, 1 or M, H, W)``, sources
-``(B, M, H, W)``, all in [0, 1].
+means over all of them; phase I's gradient term on every source, not the visible one only)
+and SSIM in ``valid`` mode (:func:`fuse4seg.losses.ssim`; the reference pads).
+Shapes: fused / reconstructions ``(B, 1 or M, H, W)``, sources ``(B, M, H, W)``, in [0, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .fusion import _check_fused_sources
-from .gradients import sobel_gradients, sobel_magnitude
+from .gradients import gradient_magnitude, sobel_gradients
 from .ssim import ssim
 
 __all__ = [
@@ -51,8 +51,8 @@ def cddfuse_fusion_loss(fused: torch.Tensor, sources: torch.Tensor) -> torch.Ten
     """
     _check_fused_sources(fused, sources)
     intensity = (fused - sources.amax(dim=1, keepdim=True)).abs().mean()
-    target = sobel_magnitude(sources, norm="l1", normalized=False).amax(dim=1, keepdim=True)
-    grad = (sobel_magnitude(fused, norm="l1", normalized=False) - target).abs().mean()
+    target = gradient_magnitude(sources, "cddfuse").amax(dim=1, keepdim=True)
+    grad = (gradient_magnitude(fused, "cddfuse") - target).abs().mean()
     return intensity + 10.0 * grad
 
 
