@@ -17,7 +17,8 @@ disjoint pipelines (fuse, then segment with the SegNet follower on the fused ima
 ``laplacian``      rule: Laplacian pyramid
 ``dwt``            rule: discrete wavelet transform (PyWavelets)
 ``pca``            rule: PCA weighting
-``disjoint``       our FusionNet trained on the fusion losses only, frozen, then the follower
+``disjoint``       our FusionNet trained on its own (CDDFuse's objective, ``disjoint_objective``),
+                   frozen, then the follower
 direct multi-channel segmentation (the M modalities as input channels)
 ``multichannel``   our SegNet with M input channels
 ``dynunet``        MONAI DynUNet 2D (nnU-Net-like), same schedule and loss
@@ -138,7 +139,7 @@ SEG_METHODS: dict[str, SegMethod] = {
             "disjoint",
             "disjoint",
             "disjoint",
-            description="FusionNet trained on fusion losses only, then SegNet",
+            description="FusionNet trained on its own (CDDFuse objective), then SegNet",
         ),
         SegMethod(
             "multichannel",
