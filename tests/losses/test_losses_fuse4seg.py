@@ -147,3 +147,23 @@ def test_information_loss_values_and_shape_check():
     assert information_loss(x + 0.5, x).item() == pytest.approx(0.25)
     with pytest.raises(ValueError, match="differ in shape"):
         information_loss(x[:, :1], x)
+
+
+def test_rarity_weights_favour_rare_source_combinations():
+    from fuse4seg.losses import information_loss, rarity_weights
+
+    x = torch.zeros(1, 2, 10, 10)
+    x[0, 1, :2, :2] = 1.0  # 4 of 100 pixels: bright in source 1 only
+    w = rarity_weights(x)
+    assert w.shape == (1, 1, 10, 10)
+    assert float(w.mean()) == pytest.approx(1.0, rel=1e-6)
+    # p = 0.04 vs 0.96: weights in the ratio sqrt(0.96 / 0.04)
+    assert float(w[0, 0, 0, 0] / w[0, 0, 9, 9]) == pytest.approx((0.96 / 0.04) ** 0.5, rel=1e-5)
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    assert torch.allclose(rarity_weights(flat), torch.ones(2, 1, 8, 8))
+    # the weighted loss counts an error on the rare pixels more
+    err = torch.zeros_like(x)
+    err[0, 1, :2, :2] = 0.5
+    assert float(information_loss(x + err, x, w)) > float(information_loss(x + err, x))
+    with pytest.raises(ValueError, match="bins"):
+        rarity_weights(x, bins=1)

@@ -259,3 +259,14 @@ def test_disjoint_fuser_follows_cddfuse_phases(tiny_cfg):
 
     with pytest.raises(ConfigError, match="disjoint_objective"):
         tiny_cfg(method="disjoint", disjoint_objective="cdd")
+
+
+def test_rarity_weighting_changes_the_information_term():
+    x, y, _ = _batch()
+    infos = []
+    for weighting in ("uniform", "rarity"):
+        s = _state(weights=LossWeights(1.0, 5.0, 0.05, info=1.0, info_weighting=weighting))
+        out = s.leader(x)
+        _, terms = bilevel.upper_loss(s, out, x, None, None)
+        infos.append(terms["info"])
+    assert infos[0] > 0 and infos[1] > 0 and infos[0] != pytest.approx(infos[1], rel=1e-3)

@@ -10,6 +10,7 @@ from .fusion import (
     decomposition_loss,
     gradient_loss,
     information_loss,
+    rarity_weights,
     reconstruction_loss,
 )
 from .gradients import (
@@ -33,6 +34,7 @@ __all__ = [
     "gradient_loss",
     "gradient_magnitude",
     "information_loss",
+    "rarity_weights",
     "reconstruction_loss",
     "sobel_gradients",
     "sobel_magnitude",

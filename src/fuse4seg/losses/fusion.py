@@ -21,6 +21,7 @@ __all__ = [
     "decomposition_loss",
     "gradient_loss",
     "information_loss",
+    "rarity_weights",
     "reconstruction_loss",
 ]
 
@@ -138,11 +139,48 @@ def reconstruction_loss(fused: torch.Tensor, sources: torch.Tensor) -> torch.Ten
     return (fused - sources.mean(dim=1, keepdim=True)).pow(2).mean()
 
 
-def information_loss(decoded: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """``mean (decoded - sources)^2``: how well the sources ``(B, M, H, W)`` are recovered
-    from the fused image by a per-pixel decoder (``decoded``, same shape)."""
+def information_loss(
+    decoded: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mean w (decoded - sources)^2``: how well the sources ``(B, M, H, W)`` are recovered
+    from the fused image by a per-pixel decoder (``decoded``, same shape); ``weights``
+    ``(B, 1, H, W)`` (e.g. :func:`rarity_weights`) or ``None`` for ``w = 1``."""
     if decoded.shape != sources.shape:
         raise ValueError(
             f"decoded {tuple(decoded.shape)} and sources {tuple(sources.shape)} differ in shape"
         )
-    return (decoded - sources).pow(2).mean()
+    err = (decoded - sources).pow(2)
+    if weights is not None:
+        err = err * weights
+    return err.mean()
+
+
+@torch.no_grad()
+def rarity_weights(sources: torch.Tensor, bins: int = 16) -> torch.Tensor:
+    """Per-pixel weights ``(B, 1, H, W)``, mean 1 per image, ``∝ p(v)^(-1/2)`` where ``p`` is
+    the share of the image's pixels whose source vector falls in the same joint-histogram
+    cell as this pixel's (each source in [0, 1] quantised to ``bins`` levels).
+
+    Rare intensity combinations (a lesion bright in one modality only) weigh more than the
+    background and healthy tissue that fill most of a slice: an information loss weighted so
+    must keep the rare combinations apart. Needs ``bins ** M`` cells per image.
+
+    Args:
+        sources: ``(B, M, H, W)`` in [0, 1].
+    """
+    if sources.ndim != 4:
+        raise ValueError(f"sources must be (B, M, H, W), got shape {tuple(sources.shape)}")
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    b, m = sources.shape[:2]
+    q = (sources.float().clamp(0.0, 1.0) * (bins - 1)).round().long()  # (B, M, H, W)
+    cell = torch.zeros_like(q[:, 0])
+    for i in range(m):
+        cell = cell * bins + q[:, i]  # (B, H, W) joint cell index
+    flat = cell.flatten(1)  # (B, N)
+    counts = torch.zeros(b, bins**m, device=sources.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
+    share = counts.gather(1, flat) / flat.shape[1]  # (B, N), > 0
+    w = share.rsqrt()
+    w = w / w.mean(dim=1, keepdim=True)
+    return w.reshape(b, 1, *sources.shape[2:]).to(sources.dtype)

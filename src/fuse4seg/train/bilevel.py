@@ -97,6 +97,7 @@ class LossWeights:
     beta: float = 5.0  # L_grad
     gamma: float = 0.05  # L_recon
     info: float = 0.0  # L_info: sources recovered from the fused value (not in the paper)
+    info_weighting: str = "uniform"  # L_info per pixel: "uniform" or "rarity" (rarity_weights)
 
 
 @dataclass
@@ -202,6 +203,7 @@ def upper_loss(
         decomposition_loss,
         gradient_loss,
         information_loss,
+        rarity_weights,
         reconstruction_loss,
     )
 
@@ -227,7 +229,8 @@ def upper_loss(
         terms["recon"] = float(l_rec.detach())
     if w.info > 0:
         # information anchor: a per-pixel decoder must recover every source from x_f
-        l_info = information_loss(state.leader.decode_sources(fused), x.float())
+        pixel_w = rarity_weights(x) if w.info_weighting == "rarity" else None
+        l_info = information_loss(state.leader.decode_sources(fused), x.float(), pixel_w)
         total = total + w.info * l_info
         terms["info"] = float(l_info.detach())
     terms["upper"] = float(total.detach())

@@ -83,6 +83,9 @@ class TrainConfig:
     beta: float = 5.0  # L_grad weight
     gamma: float = 0.05  # L_recon weight
     info: float = 0.0  # L_info weight (information anchor; needs source_decoder_hidden > 0)
+    # L_info's pixel weights: "uniform", or "rarity" (rare joint source intensities weigh
+    # more: fuse4seg.losses.rarity_weights)
+    info_weighting: str = "uniform"
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
@@ -157,6 +160,11 @@ class TrainConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"config key 'max_steps' must be >= 1, got {self.max_steps}")
+        if self.info_weighting not in ("uniform", "rarity"):
+            raise ConfigError(
+                "config key 'info_weighting' must be 'uniform' or 'rarity', "
+                f"got {self.info_weighting!r}"
+            )
         if self.disjoint_objective not in ("cddfuse", "regularisers"):
             raise ConfigError(
                 "config key 'disjoint_objective' must be 'cddfuse' or 'regularisers', "

@@ -257,6 +257,7 @@ class Trainer:
                 beta=cfg.beta if cfg.use_grad else 0.0,
                 gamma=cfg.gamma,
                 info=cfg.info,
+                info_weighting=cfg.info_weighting,
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
