@@ -8,7 +8,9 @@ Stage 1 (encoders + shared decoder), for each modality ``X`` and a degraded copy
 
 with ``Q_img(a, b) = 40 MSE(a, b) + 20 TV(a - b) + (1 - SSIM3D(a, b))`` and
 ``Q_feat(a, b) = 40 MSE(a, b) + 20 TV(a - b)`` (weights of the reference code; TV of the
-residual), averaged over modalities.
+residual), averaged over modalities. ``tv_convention`` picks the TV: ``"squared"`` (mean
+squared neighbour difference per axis, the reference code's) or ``"abs"`` (mean absolute
+difference).
 
 Stage 2 (encoders and decoder frozen; fusion module + semantic head trained)::
 
@@ -17,6 +19,11 @@ Stage 2 (encoders and decoder frozen; fusion module + semantic head trained)::
     L_MF = L_VF + eta * L_LS                    (L_LS = soft Dice over all classes, eq. 8)
 
 ``Y`` is the ``visual_target`` modality (FLAIR by default, as in the reference code).
+``grad_convention`` picks the Sobel magnitude: ``"cddfuse"`` (the reference code's raw 3D
+kernels, ``|g_d| + |g_h| + |g_w|``, zero padding: 32 a on a ramp of slope a) or ``"unit"``
+(kernels / 32, L2 magnitude: a). The ``paper`` preset uses the reference code's conventions,
+``tiny`` / ``base`` the ``unit`` / ``abs`` ones (fuse4seg.losses.gradients).
+``use_vf = False`` is the paper's "w/o L_VF" ablation (Table 5): stage 2 on ``eta L_LS`` only.
 Adam, lr 1e-4, random patches from the prepare store. Checkpoints (``checkpoint.pt``) are
 saved atomically and load with ``torch.load(weights_only=True)``; resume continues at the
 saved stage and step with the same random stream (patch and degradation randomness are
@@ -43,7 +50,8 @@ from fuse4seg.degradations import PRESETS, Degradation
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import ConfigError, InputError
 from fuse4seg.io.atomic import save_json_atomic, save_torch_atomic
-from fuse4seg.losses import sobel_magnitude, soft_dice_loss, ssim, total_variation
+from fuse4seg.losses import gradient_magnitude, soft_dice_loss, ssim, total_variation
+from fuse4seg.losses.gradients import GRAD_CONVENTIONS, TV_CONVENTIONS
 from fuse4seg.rmr.data import NORMALISATION, PatchSampler, VolumeStore
 from fuse4seg.rmr.networks import RMR_PRESETS, RMRNet, config_dict, create_rmr_net
 
@@ -92,6 +100,15 @@ class RMRTrainConfig:
     delta: float = 0.08
     #: weight of the segmentation loss L_LS in L_MF
     eta: float = 0.1
+    #: Sobel magnitude of L_VF: cddfuse (reference code: raw kernels, sum of |g_k|, 32a on a
+    #: ramp of slope a) or unit (normalised, L2: a); None = cddfuse for the paper preset,
+    #: unit for tiny / base
+    grad_convention: str | None = None
+    #: TV of Q_img / Q_feat: squared (reference code) or abs; None = squared for the paper
+    #: preset, abs for tiny / base
+    tv_convention: str | None = None
+    #: False = the paper's "w/o L_VF" ablation: stage 2 trained on eta L_LS only
+    use_vf: bool = True
     #: Q_img / Q_feat weights (reference code: 40 MSE + 20 TV (+ 1 SSIM))
     mse_weight: float = 40.0
     tv_weight: float = 20.0
@@ -128,6 +145,22 @@ class RMRTrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stage1_steps < 0 or self.stage2_steps < 0 or self.lr <= 0:
             raise ConfigError("stage steps must be >= 0 and lr > 0")
+        paper = self.preset == "paper"
+        if self.grad_convention is None:
+            self.grad_convention = "cddfuse" if paper else "unit"
+        if self.tv_convention is None:
+            self.tv_convention = "squared" if paper else "abs"
+        if self.grad_convention not in GRAD_CONVENTIONS:
+            raise ConfigError(
+                f"grad_convention must be one of {list(GRAD_CONVENTIONS)}, "
+                f"got {self.grad_convention!r}"
+            )
+        if self.tv_convention not in TV_CONVENTIONS:
+            raise ConfigError(
+                f"tv_convention must be one of {list(TV_CONVENTIONS)}, got {self.tv_convention!r}"
+            )
+        if not isinstance(self.use_vf, bool):
+            raise ConfigError(f"use_vf must be true or false, got {self.use_vf!r}")
 
     @property
     def resolved_patch_size(self) -> tuple[int, int, int]:
@@ -174,15 +207,21 @@ def load_train_config(
         raise ConfigError(f"bad RMR training option: {exc}") from exc
 
 
+#: conventions of runs saved before they were named (checkpoints without the keys)
+LEGACY_CONVENTIONS = {"grad_convention": "unit", "tv_convention": "abs"}
+
+
 def _q_img(a: torch.Tensor, b: torch.Tensor, cfg: RMRTrainConfig) -> torch.Tensor:
-    loss = cfg.mse_weight * F.mse_loss(a, b) + cfg.tv_weight * total_variation(a - b)
+    tv = total_variation(a - b, cfg.tv_convention)
+    loss = cfg.mse_weight * F.mse_loss(a, b) + cfg.tv_weight * tv
     if cfg.ssim_weight:
         loss = loss + cfg.ssim_weight * (1.0 - ssim(a, b, data_range=1.0))
     return loss
 
 
 def _q_feat(a: torch.Tensor, b: torch.Tensor, cfg: RMRTrainConfig) -> torch.Tensor:
-    return cfg.mse_weight * F.mse_loss(a, b) + cfg.tv_weight * total_variation(a - b)
+    tv = total_variation(a - b, cfg.tv_convention)
+    return cfg.mse_weight * F.mse_loss(a, b) + cfg.tv_weight * tv
 
 
 def stage1_loss(
@@ -214,21 +253,29 @@ def stage1_loss(
 def stage2_loss(
     net: RMRNet, images: torch.Tensor, labels: torch.Tensor, target_index: int, cfg: RMRTrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mutual-reinforcing loss ``L_MF = L_VF + eta L_LS`` (encoders run without gradients).
+    """Mutual-reinforcing loss ``L_MF = L_VF + eta L_LS`` (encoders run without gradients);
+    ``eta L_LS`` alone with ``cfg.use_vf = False`` (the decoder is then not run).
 
     Args:
         images: ``(B, M, D, H, W)`` in [0, 1]; labels ``(B, D, H, W)`` int64.
         target_index: channel of ``Y`` in ``||F - Y||_1``.
+
+    Returns:
+        ``(loss, {"L_VF": ..., "L_LS": ...})`` (no ``L_VF`` entry without it).
     """
     with torch.no_grad():
         feats = net.encode(images)
     fused_feats = net.fusion(feats)  # (B, F, D, H, W)
-    fused = net.decoder(fused_feats)  # (B, 1, D, H, W)
+    fused = net.decoder(fused_feats) if cfg.use_vf else None  # (B, 1, D, H, W)
     logits = net.seg_head(fused_feats)  # (B, K, D, H, W)
-    y = images[:, target_index : target_index + 1]
-    grad_src = sobel_magnitude(images).amax(dim=1, keepdim=True)  # (B, 1, D, H, W)
-    l_vf = F.l1_loss(fused, y) + cfg.delta * F.l1_loss(sobel_magnitude(fused), grad_src)
     l_ls = soft_dice_loss(torch.softmax(logits, dim=1), labels, include_background=True)
+    if fused is None:
+        return cfg.eta * l_ls, {"L_LS": float(l_ls.detach())}
+    y = images[:, target_index : target_index + 1]
+    conv = cfg.grad_convention
+    grad_src = gradient_magnitude(images, conv).amax(dim=1, keepdim=True)  # (B, 1, D, H, W)
+    l_grad = F.l1_loss(gradient_magnitude(fused, conv), grad_src)
+    l_vf = F.l1_loss(fused, y) + cfg.delta * l_grad
     loss = l_vf + cfg.eta * l_ls
     return loss, {"L_VF": float(l_vf.detach()), "L_LS": float(l_ls.detach())}
 
@@ -329,6 +376,13 @@ def train_rmr_on_store(
             raise InputError(ckpt_path, "not an RMR-Fusion checkpoint")
         if ckpt["net_config"] != config_dict(net):
             raise ConfigError(f"{ckpt_path}: network config differs from the requested one")
+        saved = {**LEGACY_CONVENTIONS, **ckpt.get("train_config", {})}
+        for key in LEGACY_CONVENTIONS:
+            if saved[key] != getattr(cfg, key):
+                raise ConfigError(
+                    f"{ckpt_path}: the run was trained with {key} {saved[key]!r}, the config "
+                    f"asks for {getattr(cfg, key)!r}; set {key}: {saved[key]} to resume it"
+                )
         net.load_state_dict(ckpt["model"])
         stage, step = int(ckpt["stage"]), int(ckpt["step"])
         if stage >= 2:
