@@ -130,6 +130,8 @@ def fuse_with_attention(
     out = fusion_net(x)
     if not hasattr(out, "attention"):
         raise ValueError(f"{type(fusion_net).__name__} returns no attention maps (not a v1 model)")
+    if out.attention is None:
+        raise ValueError("this fuse4seg-v1 network was trained without cross-attention")
     return out.fused, out.attention, out.attention_grid
 
 

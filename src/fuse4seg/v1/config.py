@@ -6,9 +6,14 @@ the cooperative training stage. Presets are plain dicts of overrides:
 * ``paper`` — paper 001, "Setup": pre-training 80 epochs, Adam lr 1e-4 halved every 20
   epochs, 224x224 random crops, batch 16; cooperative (fusion) stage 140 epochs with the
   same Adam schedule for the fusion network and discriminators, segmentation SGD lr 0.01,
-  momentum 0.9, weight decay 1e-4. Network widths follow CDDFuse (dim 64, 8 heads).
+  momentum 0.9, weight decay 1e-4. Network widths follow CDDFuse (dim 64, 8 heads). Eq. 13's
+  gradient term on CDDFuse's convention (``grad_convention: cddfuse``).
 * ``base`` — a CPU/GPU-friendly middle ground.
 * ``tiny`` — for tests on CPU (dims 8, 32x32 crops, a couple of steps).
+
+``base`` and ``tiny`` keep the ``unit`` gradient convention (their runs are unchanged).
+Switches of the paper's ablations and options: ``gan_loss`` (``lsgan`` default, ``log`` =
+eqs. 9-12 as written), ``cross_attention: false`` ("w/o cross-attention mechanism").
 
 Values the paper does not give (lambda, sigma of eq. 9, the eq. 6 weight of the fusion
 loss, the adversarial weight of eq. 13, the discriminator sizes) are our choices and are
@@ -22,8 +27,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from fuse4seg.errors import ConfigError
+from fuse4seg.losses.gradients import GRAD_CONVENTIONS
 
-__all__ = ["V1Config", "V1_PRESETS", "make_v1_config"]
+from .discriminator import GAN_LOSSES
+
+__all__ = ["V1Config", "V1_PRESETS", "V1_LEGACY_DEFAULTS", "make_v1_config", "saved_v1_config"]
+
+#: values of keys added after the first runs, for configs saved without them (resume)
+V1_LEGACY_DEFAULTS: dict[str, Any] = {
+    "grad_convention": "unit",
+    "gan_loss": "lsgan",
+    "cross_attention": True,
+}
 
 
 @dataclass
@@ -42,6 +57,7 @@ class V1Config:
     decoder_blocks: int = 2  # Restormer blocks of the decoder
     downsample: int = 2  # encoder works at H/downsample (strided embed, pixel-shuffle up)
     attn_grid: int = 16  # token grid side of the cross-attention (see attention.py)
+    cross_attention: bool = True  # False = ablation "w/o cross-attention mechanism"
     disc_width: int = 16  # discriminator first-layer channels (ours)
     disc_depth: int = 3  # discriminator stride-2 layers (ours)
     seg_preset: str = "base"  # SegNet preset (fuse4seg.models), input = fused image
@@ -53,6 +69,7 @@ class V1Config:
     batch_size: int = 16
     adv_weight_pretrain: float = 0.1  # lambda of eq. 9 (ours)
     sigma: float = 0.5  # sigma of eq. 9 (ours)
+    gan_loss: str = "lsgan"  # adversarial loss: lsgan (ours, default) or log (eqs. 9-12)
 
     # --- cooperative stage (eq. 6, 13, 14) -------------------------------------------
     coop_epochs: int = 40
@@ -65,6 +82,9 @@ class V1Config:
     follower_steps: int = 1  # lower-level (segmentation) steps per upper-level step (ours)
     fusion_weight: float = 1.0  # lambda of eq. 6: weight of L^f in the upper objective (ours)
     adv_weight_fusion: float = 0.1  # weight of the adversarial term of eq. 13 (ours)
+    # Sobel term of eq. 13: unit (kernels / 8, L2: slope a -> a) or cddfuse (raw kernels,
+    # |gx| + |gy|: 8a); see fuse4seg.losses.gradients
+    grad_convention: str = "unit"
     ce_weight: float = 1.0  # alpha of eq. 14
     dice_weight: float = 1.0  # beta of eq. 14
     num_classes: int = 4
@@ -116,6 +136,19 @@ class V1Config:
             raise ConfigError(
                 f"config key 'steps_per_epoch' must be >= 1, got {self.steps_per_epoch}"
             )
+        if self.grad_convention not in GRAD_CONVENTIONS:
+            raise ConfigError(
+                f"config key 'grad_convention' must be one of {list(GRAD_CONVENTIONS)}, "
+                f"got {self.grad_convention!r}"
+            )
+        if self.gan_loss not in GAN_LOSSES:
+            raise ConfigError(
+                f"config key 'gan_loss' must be one of {list(GAN_LOSSES)}, got {self.gan_loss!r}"
+            )
+        if not isinstance(self.cross_attention, bool):
+            raise ConfigError(
+                f"config key 'cross_attention' must be true or false, got {self.cross_attention!r}"
+            )
         if self.modalities is not None and len(self.modalities) != 2:
             raise ConfigError(
                 f"fuse4seg-v1 fuses exactly 2 modalities, got {list(self.modalities)}"
@@ -146,6 +179,7 @@ V1_PRESETS: dict[str, dict[str, Any]] = {
         "seg_lr": 0.01,
         "seg_momentum": 0.9,
         "seg_weight_decay": 1e-4,
+        "grad_convention": "cddfuse",
     },  # fmt: skip
     "base": {},
     "tiny": {
@@ -190,3 +224,13 @@ def make_v1_config(preset: str = "base", overrides: dict[str, Any] | None = None
     if values.get("modalities") is not None:
         values["modalities"] = tuple(values["modalities"])
     return V1Config(**values).validate()
+
+
+def saved_v1_config(saved: dict[str, Any]) -> V1Config:
+    """Rebuild the :class:`V1Config` of a saved run (checkpoint or ``v1_config.json``).
+
+    Keys added after the run was saved take the value that run used
+    (:data:`V1_LEGACY_DEFAULTS`), not the preset's current one.
+    """
+    values = {**V1_LEGACY_DEFAULTS, **saved}
+    return make_v1_config(values.get("preset", "base"), values)

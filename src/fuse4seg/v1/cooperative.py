@@ -10,15 +10,16 @@ gives the gradients of eq. 7: ``w_s`` receives ``dL^s/dw_s`` only; ``w_f`` recei
 (:func:`cooperative_batch`):
 
 1. discriminator step: ``D_m`` judges the source ``M_m`` (real) against the fused image
-   (fake), LSGAN, Adam;
+   (fake), LSGAN (or the paper's log-GAN, ``gan_loss: log``), Adam;
 2. lower level: ``follower_steps`` SGD steps of the segmentation network on the fused image
    computed with the current fusion network (detached), ``L^s = alpha CE + beta Dice``
    (eq. 14);
 3. upper level: one Adam step of the fusion network on ``L^s(Psi(F)) + lambda L^f(F)``
    with the segmentation network and the discriminators frozen (gradients flow through
    them to ``F`` but their weights do not change); ``L^f`` is eq. 13: the Sobel gradient
-   term ``mean | |grad F| - max(|grad M1|, |grad M2|) |`` plus ``adv_weight_fusion`` x the
-   LSGAN generator loss of ``F`` against each modality's discriminator.
+   term ``mean | |grad F| - max(|grad M1|, |grad M2|) |`` (``grad_convention``) plus
+   ``adv_weight_fusion`` x the generator loss of ``F`` against each modality's
+   discriminator.
 
 Paper optimisers: Adam 1e-4 halved every 20 epochs (fusion, discriminators), SGD lr 0.01,
 momentum 0.9, weight decay 1e-4 (segmentation). Shapes: ``x (B, 2, H, W)`` in [0, 1],
@@ -86,13 +87,15 @@ def _check_finite(loss: torch.Tensor, what: str) -> None:
         raise FloatingPointError(f"non-finite {what} loss {float(loss)}")
 
 
-def coop_discriminator_step(state: CooperativeState, x: torch.Tensor) -> float:
+def coop_discriminator_step(
+    state: CooperativeState, x: torch.Tensor, gan_loss: str = "lsgan"
+) -> float:
     """``D_m``: source ``M_m`` real vs. fused image fake; only discriminators change."""
     with torch.no_grad():
         fused = state.fusion(x).fused  # (B, 1, H, W)
     m = x.shape[1]
     loss = discriminator_loss(
-        state.discriminators, [x[:, i : i + 1] for i in range(m)], [fused] * m
+        state.discriminators, [x[:, i : i + 1] for i in range(m)], [fused] * m, gan_loss
     )
     state.opt_d.zero_grad(set_to_none=True)
     loss.backward()
@@ -123,8 +126,9 @@ def upper_level_step(
             fused = state.fusion(x).fused
             seg_term = state.seg_loss(state.seg(fused), y)
             text, grad, adv = fusion_text_loss(
-                fused, x, state.discriminators, cfg.adv_weight_fusion
-            )
+                fused, x, state.discriminators, cfg.adv_weight_fusion, cfg.grad_convention,
+                cfg.gan_loss,
+            )  # fmt: skip
             loss = seg_term + cfg.fusion_weight * text
             _check_finite(loss, "fusion")
             state.opt_f.zero_grad(set_to_none=True)
@@ -144,7 +148,7 @@ def cooperative_batch(
     state: CooperativeState, x: torch.Tensor, y: torch.Tensor, cfg: V1Config
 ) -> dict[str, float]:
     """Discriminator step, ``follower_steps`` lower-level steps, one upper-level step."""
-    terms = {"adv_d": coop_discriminator_step(state, x)}
+    terms = {"adv_d": coop_discriminator_step(state, x, cfg.gan_loss)}
     with torch.no_grad():
         fused = state.fusion(x).fused
     for _ in range(cfg.follower_steps):

@@ -15,6 +15,10 @@ Data flow for ``M = 2`` modalities (``s`` = ``downsample``, ``h = H / s``)::
         a_low, a_high = Conv1x1(A).chunk(2)
         F = Decoder(low_f + a_low, high_f + a_high)                                (B, 1, H, W)
 
+With ``cross_attention=False`` (the paper's "w/o cross-attention mechanism" ablation) the
+``Phi`` projection, the cross-attention and its output projection do not exist and
+``F = Decoder(low_f, high_f)``; the output then has no attention maps.
+
 The decoder is the one trained in the pre-training stage (shared between reconstruction
 and fusion). The cross-attention runs on a token grid of at most ``attn_grid^2`` tokens
 (see :mod:`fuse4seg.v1.attention`). Layers come from :mod:`fuse4seg.models.layers`.
@@ -59,6 +63,7 @@ class FusionV1Config:
     decoder_blocks: int = 2  # Restormer blocks of the decoder
     downsample: int = 2  # encoder resolution H / downsample (1, 2 or 4)
     attn_grid: int = 16  # max token-grid side of the cross-attention and low-branch keys
+    cross_attention: bool = True  # False: ablation "w/o cross-attention mechanism"
 
     def validate(self) -> FusionV1Config:
         if self.arch != "v1":
@@ -80,13 +85,14 @@ class FusionV1Config:
 class FusionV1Output(NamedTuple):
     """``fused`` (B, 1, H, W) in [0, 1]; ``low`` / ``high`` (B, M, C, h, w);
     ``attention`` (B, heads, N_q, N_k), rows sum to one over keys; ``attention_grid``
-    (g_h, g_w) with ``N_q = N_k = g_h * g_w`` (tokens in row-major order)."""
+    (g_h, g_w) with ``N_q = N_k = g_h * g_w`` (tokens in row-major order). Both ``None``
+    for a network without cross-attention (``cross_attention=False``)."""
 
     fused: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
-    attention: torch.Tensor
-    attention_grid: tuple[int, int]
+    attention: torch.Tensor | None
+    attention_grid: tuple[int, int] | None
 
 
 class ReconstructionOutput(NamedTuple):
@@ -174,9 +180,10 @@ class FusionNetV1(nn.Module):
         self.decoder = DecoderV1(cfg)
         self.low_fuse = TransformerBlock(c, cfg.heads, kv_size=cfg.attn_grid)
         self.high_fuse = InvertibleSequence(c, 1)
-        self.embed_proj = nn.Conv2d(2 * c, c, 1)
-        self.cross_attention = CrossAttentionFusion(c, cfg.heads, cfg.attn_grid)
-        self.attn_out = nn.Conv2d(c, 2 * c, 1)
+        if cfg.cross_attention:  # absent otherwise: no parameters, no attribute
+            self.embed_proj = nn.Conv2d(2 * c, c, 1)
+            self.cross_attention = CrossAttentionFusion(c, cfg.heads, cfg.attn_grid)
+            self.attn_out = nn.Conv2d(c, 2 * c, 1)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FusionNetV1:
@@ -234,6 +241,9 @@ class FusionNetV1(nn.Module):
         low, high = self._encode_all(xp)  # (B, 2, C, h', w')
         low_f = self.low_fuse(low[:, 0] + low[:, 1])
         high_f = self.high_fuse(high[:, 0] + high[:, 1])
+        if not self.config.cross_attention:
+            fused = self.decoder(low_f, high_f)[..., :h, :w]
+            return FusionV1Output(fused, low, high, None, None)
         phi1 = self.embed_proj(torch.cat([low[:, 0], high[:, 0]], dim=1))  # (B, C, h', w')
         phi2 = self.embed_proj(torch.cat([low[:, 1], high[:, 1]], dim=1))
         cross = self.cross_attention(phi1, phi2)

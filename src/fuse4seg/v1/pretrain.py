@@ -2,8 +2,8 @@
 
 The dual-stream decomposition encoder and the decoder of :class:`FusionNetV1` learn to
 reconstruct each modality; one discriminator per modality judges real ``M_m`` against
-its reconstruction ``D(M_m)``. Per batch the two players alternate (LSGAN, see
-:mod:`fuse4seg.v1.discriminator`):
+its reconstruction ``D(M_m)``. Per batch the two players alternate (LSGAN, or the paper's
+log-GAN with ``gan_loss: log``, see :mod:`fuse4seg.v1.discriminator`):
 
 1. :func:`discriminator_step` — reconstructions computed under ``no_grad``; only the
    discriminators' parameters change (Adam).
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import V1Config
-from .discriminator import lsgan_d_loss
+from .discriminator import gan_d_loss
 from .losses import pretrain_encoder_loss
 from .networks import FusionNetV1
 
@@ -108,26 +108,35 @@ def discriminator_loss(
     discriminators: Sequence[nn.Module],
     reals: Sequence[torch.Tensor],
     fakes: Sequence[torch.Tensor],
+    gan_loss: str = "lsgan",
 ) -> torch.Tensor:
-    """Sum over modalities of the LSGAN discriminator loss of ``D_m`` on ``(real_m, fake_m)``."""
+    """Sum over modalities of the discriminator loss (``gan_loss``: ``"lsgan"`` or ``"log"``)
+    of ``D_m`` on ``(real_m, fake_m)``."""
     if not len(discriminators) == len(reals) == len(fakes):
         raise ValueError("need one real and one fake image per discriminator")
     terms = [
-        lsgan_d_loss(d(r), d(f.detach()))
+        gan_d_loss(d(r), d(f.detach()), gan_loss)
         for d, r, f in zip(discriminators, reals, fakes, strict=True)
     ]
     return torch.stack(terms).sum()
 
 
 def discriminator_step(
-    net: FusionNetV1, discriminators: nn.ModuleList, opt_d: torch.optim.Optimizer, x: torch.Tensor
+    net: FusionNetV1,
+    discriminators: nn.ModuleList,
+    opt_d: torch.optim.Optimizer,
+    x: torch.Tensor,
+    gan_loss: str = "lsgan",
 ) -> float:
     """Update the discriminators on real ``M_m`` vs. reconstruction ``D(M_m)``; returns L_D."""
     with torch.no_grad():
         recon = net.reconstruct(x).recon  # (B, M, H, W)
     m = x.shape[1]
     loss = discriminator_loss(
-        discriminators, [x[:, i : i + 1] for i in range(m)], [recon[:, i : i + 1] for i in range(m)]
+        discriminators,
+        [x[:, i : i + 1] for i in range(m)],
+        [recon[:, i : i + 1] for i in range(m)],
+        gan_loss,
     )
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
@@ -146,8 +155,9 @@ def generator_step(
     with frozen_params(discriminators):
         out = net.reconstruct(x)
         terms = pretrain_encoder_loss(
-            x, out.recon, out.low, out.high, discriminators, cfg.adv_weight_pretrain, cfg.sigma
-        )
+            x, out.recon, out.low, out.high, discriminators, cfg.adv_weight_pretrain, cfg.sigma,
+            cfg.gan_loss,
+        )  # fmt: skip
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"non-finite pre-training loss {float(terms.total)}")
         opt_g.zero_grad(set_to_none=True)
@@ -170,6 +180,6 @@ def pretrain_batch(
     cfg: V1Config,
 ) -> dict[str, float]:
     """One alternation on a batch: discriminator step, then encoder/decoder step."""
-    terms = {"adv_d": discriminator_step(net, discriminators, opt_d, x)}
+    terms = {"adv_d": discriminator_step(net, discriminators, opt_d, x, cfg.gan_loss)}
     terms.update(generator_step(net, discriminators, opt_g, x, cfg))
     return terms

@@ -1,0 +1,155 @@
+"""fuse4seg-v1 options: gradient convention of eq. 13, the paper's log-GAN, and the
+"w/o cross-attention" ablation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fuse4seg.errors import ConfigError
+from fuse4seg.losses import gradient_loss
+from fuse4seg.v1.attention_maps import fuse_with_attention
+from fuse4seg.v1.config import V1_PRESETS, make_v1_config, saved_v1_config
+from fuse4seg.v1.cooperative import CooperativeState, make_seg_loss, make_seg_sgd, upper_level_step
+from fuse4seg.v1.discriminator import (
+    DiscriminatorPair,
+    gan_d_loss,
+    gan_g_loss,
+    log_d_loss,
+    log_g_loss,
+)
+from fuse4seg.v1.losses import fusion_text_loss
+from fuse4seg.v1.networks import FusionNetV1
+from fuse4seg.v1.pretrain import discriminator_loss
+
+TINY = {"dim": 8, "heads": 2, "shared_blocks": 1, "low_blocks": 1, "high_blocks": 1,
+        "decoder_blocks": 1, "attn_grid": 8}  # fmt: skip
+
+
+def test_log_gan_losses_hand_values():
+    zero = torch.zeros(1, 1, 2, 2)
+    # sigmoid(0) = 1/2: -log(1/2) - log(1 - 1/2) = 2 log 2; generator log(1 - 1/2)
+    assert log_d_loss(zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert log_g_loss(zero).item() == pytest.approx(-math.log(2))
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    p_real, p_fake = torch.sigmoid(real), torch.sigmoid(fake)
+    expected_d = -(p_real.log().mean() + (1 - p_fake).log().mean())
+    assert gan_d_loss(real, fake, "log").item() == pytest.approx(expected_d.item(), rel=1e-6)
+    assert gan_g_loss(fake, "log").item() == pytest.approx((1 - p_fake).log().mean().item())
+    # lsgan unchanged: 1/2 mean((r - 1)^2) + 1/2 mean(f^2)
+    assert gan_d_loss(real, fake, "lsgan").item() == pytest.approx(
+        0.5 * ((real - 1) ** 2).mean().item() + 0.5 * (fake**2).mean().item()
+    )
+    # finite far from 0 (softplus, no log of a rounded sigmoid)
+    big = torch.tensor([80.0])
+    assert torch.isfinite(gan_d_loss(-big, big, "log")) and torch.isfinite(gan_g_loss(big, "log"))
+    with pytest.raises(ValueError, match="gan_loss"):
+        gan_g_loss(fake, "wgan")
+
+
+def test_discriminator_and_text_losses_follow_the_switches():
+    torch.manual_seed(0)
+    discs = DiscriminatorPair(2, width=4, depth=2)
+    x = torch.rand(2, 2, 16, 16)
+    fused = torch.rand(2, 1, 16, 16)
+    reals = [x[:, :1], x[:, 1:]]
+    with torch.no_grad():
+        d_log = discriminator_loss(discs, reals, [fused, fused], "log")
+        d_ls = discriminator_loss(discs, reals, [fused, fused])
+        expected = sum(
+            F.softplus(-d(r)).mean() + F.softplus(d(fused)).mean()
+            for d, r in zip(discs, reals, strict=True)
+        )
+        assert d_log.item() == pytest.approx(expected.item(), rel=1e-6)
+        assert d_log.item() != pytest.approx(d_ls.item(), rel=1e-3)
+        total, grad, adv = fusion_text_loss(fused, x, discs, 0.1, "cddfuse", "log")
+        assert grad.item() == pytest.approx(
+            gradient_loss(fused, x, convention="cddfuse").item(), rel=1e-6
+        )
+        adv_expected = sum(-F.softplus(d(fused)).mean() for d in discs)
+        assert adv.item() == pytest.approx(adv_expected.item(), rel=1e-6)
+        assert total.item() == pytest.approx((grad + 0.1 * adv).item(), rel=1e-6)
+        # the default is the original: unit convention, LSGAN
+        _, grad_unit, adv_ls = fusion_text_loss(fused, x, discs, 0.1)
+        assert grad_unit.item() == pytest.approx(gradient_loss(fused, x).item())
+        assert adv_ls.item() == pytest.approx(
+            sum(0.5 * ((d(fused) - 1) ** 2).mean() for d in discs).item(), rel=1e-6
+        )
+        # raw kernels with |gx| + |gy|: the cddfuse term is several times the unit one
+        assert grad.item() > 4 * grad_unit.item()
+
+
+def test_config_keys_defaults_and_legacy():
+    assert make_v1_config("paper").grad_convention == "cddfuse"
+    for preset in ("base", "tiny"):
+        cfg = make_v1_config(preset)
+        assert (cfg.grad_convention, cfg.gan_loss, cfg.cross_attention) == ("unit", "lsgan", True)
+    cfg = make_v1_config("tiny", {"gan_loss": "log", "cross_attention": False})
+    assert (cfg.gan_loss, cfg.cross_attention) == ("log", False)
+    for key, bad in (("gan_loss", "wgan"), ("grad_convention", "sobel"), ("cross_attention", 1)):
+        with pytest.raises(ConfigError, match=key):
+            make_v1_config("tiny", {key: bad})
+    # a paper run saved before the keys existed keeps the convention it was trained with
+    old = make_v1_config("paper").to_dict()
+    for key in ("grad_convention", "gan_loss", "cross_attention"):
+        del old[key]
+    assert saved_v1_config(old).grad_convention == "unit"
+    assert saved_v1_config(make_v1_config("paper").to_dict()).grad_convention == "cddfuse"
+    assert "grad_convention" in V1_PRESETS["paper"]
+
+
+def test_without_cross_attention_the_modules_are_absent_and_f_is_decoded_directly():
+    torch.manual_seed(0)
+    full = FusionNetV1(**TINY)
+    torch.manual_seed(0)
+    ablated = FusionNetV1(**TINY, cross_attention=False)
+    for name in ("embed_proj", "cross_attention", "attn_out"):
+        assert hasattr(full, name) and not hasattr(ablated, name)
+    n_full = sum(p.numel() for p in full.parameters())
+    n_abl = sum(p.numel() for p in ablated.parameters())
+    n_attn = sum(
+        p.numel() for m in (full.embed_proj, full.cross_attention, full.attn_out)
+        for p in m.parameters()
+    )  # fmt: skip
+    assert n_abl == n_full - n_attn
+    x = torch.rand(2, 2, 20, 24)
+    ablated.eval()
+    with torch.no_grad():
+        out = ablated(x)
+        low, high = ablated.encode(x)
+        expected = ablated.decoder(
+            ablated.low_fuse(low[:, 0] + low[:, 1]), ablated.high_fuse(high[:, 0] + high[:, 1])
+        )
+    assert out.fused.shape == (2, 1, 20, 24) and out.attention is None
+    assert out.attention_grid is None
+    torch.testing.assert_close(out.fused, expected)
+    with pytest.raises(ValueError, match="without cross-attention"):
+        fuse_with_attention(ablated, x)
+    # model-file round trip; configs saved before the key build the full network
+    rebuilt = FusionNetV1.from_config(ablated.config.__dict__)
+    assert not hasattr(rebuilt, "cross_attention")
+    old = dict(full.config.__dict__)
+    del old["cross_attention"]
+    assert hasattr(FusionNetV1.from_config(old), "cross_attention")
+
+
+def test_upper_level_step_trains_the_ablated_network_with_the_log_gan():
+    torch.manual_seed(0)
+    cfg = make_v1_config("tiny", {"gan_loss": "log", "cross_attention": False})
+    from fuse4seg.models import create_seg_net
+
+    net = FusionNetV1(**TINY, cross_attention=False)
+    discs = DiscriminatorPair(2, width=4, depth=2)
+    seg = create_seg_net("tiny", 1, num_classes=4)
+    opt_f = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(discs.parameters(), lr=1e-3)
+    state = CooperativeState(net, seg, discs, opt_f, make_seg_sgd(seg, cfg), opt_d,
+                             make_seg_loss(cfg))  # fmt: skip
+    x, y = torch.rand(2, 2, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    terms = upper_level_step(state, x, y, cfg)
+    assert terms["adv_f"] < 0  # eq. 10: log(1 - p) < 0, summed over the two discriminators
+    assert any(not torch.equal(p, before[n]) for n, p in net.named_parameters())
