@@ -9,9 +9,18 @@ import torch
 
 from fuse4seg.metrics import _kernels
 from fuse4seg.metrics import fusion as fm
+from fuse4seg.metrics import fusion_literature as fl
 from fuse4seg.metrics.ms_ssim import ms_ssim
 
-__all__ = ["FUSION_METRICS", "EXTRA_FUSION_METRICS", "compute_fusion_metrics", "FusionMetrics"]
+__all__ = [
+    "FUSION_METRICS",
+    "EXTRA_FUSION_METRICS",
+    "LITERATURE_FUSION_METRICS",
+    "ALL_FUSION_METRICS",
+    "LOWER_IS_BETTER",
+    "compute_fusion_metrics",
+    "FusionMetrics",
+]
 
 #: The metrics of the reference evaluator, in the column order of ``evaluate-fusion``.
 FUSION_METRICS: tuple[str, ...] = (
@@ -19,6 +28,17 @@ FUSION_METRICS: tuple[str, ...] = (
 )  # fmt: skip
 #: Metrics computed on request or as extra columns (not in the reference evaluator).
 EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI", "MS-SSIM")
+#: The further metrics of VIFB, MEFB, SeAFusion and Liu et al. (``fusion_literature.py``).
+LITERATURE_FUSION_METRICS: tuple[str, ...] = (
+    "CE", "EI", "RMSE", "MSE", "CC", "NMI", "TE", "Qncie", "Qsf", "Qs", "Qw", "Qe",
+    "Qc", "Qy", "Qcv", "Qcb", "Nabf", "Labf",
+)  # fmt: skip
+#: Every metric, in the column order of ``evaluate-fusion --metrics all``.
+ALL_FUSION_METRICS: tuple[str, ...] = (
+    FUSION_METRICS + EXTRA_FUSION_METRICS + LITERATURE_FUSION_METRICS
+)
+#: Metrics for which a smaller value is better (Qsf: closer to 0 is better).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "Qcv", "Nabf", "Labf"})
 
 
 def _table(convention: str, data_range: float) -> dict[str, Callable]:
@@ -37,6 +57,24 @@ def _table(convention: str, data_range: float) -> dict[str, Callable]:
         "FMI": lambda s, f: fm.fmi(s, f),
         # MS-SSIM has one definition (MONAI's); the standard data range applies to both
         "MS-SSIM": lambda s, f: ms_ssim(s, f, data_range=r if c == "standard" else 255.0),
+        "CE": lambda s, f: fl.cross_entropy(s, f, c, r),
+        "EI": lambda s, f: fl.edge_intensity(f),
+        "RMSE": lambda s, f: fl.rmse(s, f, c),
+        "MSE": lambda s, f: fl.mse(s, f, c, r),
+        "CC": lambda s, f: fl.correlation_coefficient(s, f),
+        "NMI": lambda s, f: fl.normalized_mutual_information(s, f, c, r),
+        "TE": lambda s, f: fl.tsallis_entropy(s, f, c, r),
+        "Qncie": lambda s, f: fl.q_ncie(s, f, c, r),
+        "Qsf": lambda s, f: fl.q_sf(s, f),
+        "Qs": lambda s, f: fl.q_s(s, f, c, r),
+        "Qw": lambda s, f: fl.q_w(s, f, c, r),
+        "Qe": lambda s, f: fl.q_e(s, f, c, r),
+        "Qc": lambda s, f: fl.q_c(s, f, c),
+        "Qy": lambda s, f: fl.q_y(s, f),
+        "Qcv": lambda s, f: fl.q_cv(s, f, c, r),
+        "Qcb": lambda s, f: fl.q_cb(s, f, c, r),
+        "Nabf": lambda s, f: fl.nabf(s, f),
+        "Labf": lambda s, f: fl.labf(s, f),
     }
 
 
@@ -55,8 +93,8 @@ def compute_fusion_metrics(
         sources: (B, S, H, W) or a sequence of S tensors (B, H, W); SCD needs S == 2.
         fused: (B, H, W) or (B, 1, H, W).
         convention: "reference" (the MIF literature's Python evaluator) or "standard".
-        metrics: names from ``FUSION_METRICS + EXTRA_FUSION_METRICS``; default the ten
-            reference metrics (FMI and MS-SSIM only when asked for).
+        metrics: names from ``ALL_FUSION_METRICS`` (the reference evaluator's ten, FMI,
+            MS-SSIM and the literature's further metrics); default the ten reference metrics.
         data_range: peak value of the data (standard convention).
         chunk_size: images processed together; default 1 on CPU (cache friendly: about 5x
             faster than one big batch) and 64 on accelerators.
@@ -89,7 +127,16 @@ def compute_fusion_metrics(
 
     def score(start: int) -> dict[str, torch.Tensor]:
         fs, ss = f[start : start + chunk_size], src[start : start + chunk_size]
-        return {n: table[n](ss, fs) for n in names}
+        out: dict[str, torch.Tensor] = {}
+        piella = None
+        for n in names:
+            if n in ("Qs", "Qw", "Qe"):  # one pass gives all three
+                if piella is None:
+                    piella = fl.piella(ss, fs, convention, data_range)
+                out[n] = piella[n]
+            else:
+                out[n] = table[n](ss, fs)
+        return out
 
     starts = range(0, f.shape[0], chunk_size)
     parallel = num_workers > 1 and len(starts) > 1 and f.device.type == "cpu"
