@@ -95,6 +95,7 @@ class LossWeights:
 
     alpha: float = 1.0  # L_decomp
     beta: float = 5.0  # L_grad
+    grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse"
     gamma: float = 0.05  # L_recon
     info: float = 0.0  # L_info: sources recovered from the fused value (not in the paper)
     info_weighting: str = "uniform"  # L_info per pixel: "uniform" or "rarity" (rarity_weights)
@@ -220,7 +221,7 @@ def upper_loss(
         total = total + w.alpha * l_dec
         terms["decomp"] = float(l_dec.detach())
     if w.beta > 0:
-        l_grad = gradient_loss(fused, x.float())
+        l_grad = gradient_loss(fused, x.float(), convention=w.grad_convention)
         total = total + w.beta * l_grad
         terms["grad"] = float(l_grad.detach())
     if w.gamma > 0:

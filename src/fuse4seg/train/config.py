@@ -50,6 +50,9 @@ class TrainConfig:
     fusion_preset: str = "base"  # FusionNet preset (fuse4seg.models)
     # FusionNet config keys that override the fusion preset (e.g. {transfer_hidden: 16})
     fusion_overrides: dict[str, Any] | None = None
+    # --method fuse4seg-v1 only: V1Config keys over its preset (e.g. {gan_loss: log,
+    # cross_attention: false}); docs/v1.md
+    v1_overrides: dict[str, Any] | None = None
     seg_preset: str = "base"  # SegNet preset (fuse4seg.models)
     num_classes: int = 4  # background, NCR, ED, ET
 
@@ -81,6 +84,9 @@ class TrainConfig:
     # --- losses (L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon) --------
     alpha: float = 1.0  # L_decomp weight
     beta: float = 5.0  # L_grad weight
+    # L_grad's Sobel magnitude: "unit" (kernels / 8, L2: a ramp of slope a gives a) or
+    # "cddfuse" (raw kernels, |gx| + |gy|, zero padding: 8a); docs/training.md
+    grad_convention: str = "unit"
     gamma: float = 0.05  # L_recon weight
     info: float = 0.0  # L_info weight (information anchor; needs source_decoder_hidden > 0)
     # L_info's pixel weights: "uniform", or "rarity" (rare joint source intensities weigh
@@ -165,6 +171,17 @@ class TrainConfig:
                 "config key 'info_weighting' must be 'uniform' or 'rarity', "
                 f"got {self.info_weighting!r}"
             )
+        from fuse4seg.losses import GRAD_CONVENTIONS
+
+        if self.grad_convention not in GRAD_CONVENTIONS:
+            raise ConfigError(
+                f"config key 'grad_convention' must be one of {list(GRAD_CONVENTIONS)}, "
+                f"got {self.grad_convention!r}"
+            )
+        if self.v1_overrides:  # unknown V1Config keys / values fail here
+            from fuse4seg.v1.config import V1_PRESETS, make_v1_config
+
+            make_v1_config(self.preset if self.preset in V1_PRESETS else "base", self.v1_overrides)
         if self.disjoint_objective not in ("cddfuse", "regularisers"):
             raise ConfigError(
                 "config key 'disjoint_objective' must be 'cddfuse' or 'regularisers', "
@@ -202,6 +219,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "amp": True,
         "alpha": 1.0,
         "beta": 5.0,
+        "grad_convention": "cddfuse",  # the CDDFuse code the paper builds on
         "gamma": 0.05,
         "ema_momentum": 0.99,
         "ema_warmup": False,
@@ -253,9 +271,10 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: key {key!r} must be true/false, got {value!r}")
         return value
-    if key == "fusion_overrides":
+    if key in ("fusion_overrides", "v1_overrides"):
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{source}: key {key!r} must be a mapping of FusionNet keys")
+            what = "FusionNet" if key == "fusion_overrides" else "fuse4seg-v1 (V1Config)"
+            raise ConfigError(f"{source}: key {key!r} must be a mapping of {what} keys")
         return dict(value)
     if key == "class_weights":
         if not isinstance(value, (list, tuple)) or not all(
