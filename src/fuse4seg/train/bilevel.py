@@ -95,10 +95,11 @@ class LossWeights:
 
     alpha: float = 1.0  # L_decomp
     beta: float = 5.0  # L_grad
-    grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse"
     gamma: float = 0.05  # L_recon
     info: float = 0.0  # L_info: sources recovered from the fused value (not in the paper)
     info_weighting: str = "uniform"  # L_info per pixel: "uniform" or "rarity" (rarity_weights)
+    grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse" (last: the
+    # weights above are often given positionally)
 
 
 @dataclass
