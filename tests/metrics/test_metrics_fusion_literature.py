@@ -1,0 +1,232 @@
+"""The literature's further fusion metrics (``fusion_literature.py``): hand-computed cases,
+conventions, and golden values of a public Python implementation (CC, MSE, Nabf)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fuse4seg.metrics import (
+    ALL_FUSION_METRICS,
+    compute_fusion_metrics,
+    correlation_coefficient,
+    cross_entropy,
+    edge_intensity,
+    labf,
+    mse,
+    nabf,
+    normalized_mutual_information,
+    piella,
+    q_c,
+    q_cb,
+    q_cv,
+    q_ncie,
+    q_sf,
+    q_y,
+    read_gray_reference,
+    rmse,
+    tsallis_entropy,
+)
+
+
+def _noise(seed: int, shape=(1, 24, 24), offset: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, generator=g).double() + offset
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.stack([a, b], 1)  # (B, 2, H, W)
+
+
+def _tile(values, reps=(4, 4)) -> torch.Tensor:
+    """A (1, H, W) image tiling a small pattern (histograms scale, shapes stay valid)."""
+    return torch.tensor(values, dtype=torch.float64).tile(reps).unsqueeze(0)
+
+
+def test_metric_count_and_every_metric_runs():
+    assert len(ALL_FUSION_METRICS) >= 30 and len(set(ALL_FUSION_METRICS)) == len(ALL_FUSION_METRICS)
+    a, b = _noise(1, (2, 48, 48)), _noise(2, (2, 48, 48))
+    f = (a + b) / 2
+    names = [m for m in ALL_FUSION_METRICS if m != "MS-SSIM"]  # MS-SSIM needs 176 px
+    for conv in ("reference", "standard"):
+        vals = compute_fusion_metrics(_pair(a, b), f, conv, names)
+        assert list(vals) == names
+        for n, v in vals.items():
+            assert v.shape == (2,) and v.dtype == torch.float64 and torch.isfinite(v).all(), n
+
+
+def test_cross_entropy_hand_value():
+    a = _tile([[0, 0], [255, 255]])  # p_A = (1/2, 1/2)
+    f = _tile([[0, 255], [255, 255]])  # p_F = (1/4, 3/4)
+    ce_af = 0.5 * math.log2(0.5 / 0.25) + 0.5 * math.log2(0.5 / 0.75)
+    assert cross_entropy(_pair(a, f), f).item() == pytest.approx(ce_af / 2, rel=1e-12)
+    assert cross_entropy(_pair(a, f), f, reduction="sum").item() == pytest.approx(ce_af)
+
+
+def test_edge_intensity_of_a_ramp():
+    ramp = torch.arange(8.0).view(1, 1, 8).expand(1, 8, 8)
+    # Sobel across columns: 4 * 2 = 8 inside, 4 * 1 = 4 at the replicated borders
+    assert edge_intensity(ramp).item() == pytest.approx((6 * 8 + 2 * 4) / 8, rel=1e-12)
+
+
+def test_rmse_mse_conventions():
+    f = _noise(3)
+    src = _pair(f + 3, f - 4)
+    n = f[0].numel()
+    assert rmse(src, f, "standard").item() == pytest.approx(3.5, rel=1e-12)
+    assert rmse(src, f, "reference").item() == pytest.approx(3.5 / math.sqrt(n), rel=1e-12)
+    assert mse(src, f).item() == pytest.approx(12.5 / 255**2, rel=1e-12)
+    assert mse(src / 255, f / 255, "standard", data_range=1.0).item() == pytest.approx(
+        12.5 / 255**2, rel=1e-12
+    )
+
+
+def test_correlation_coefficient_signs():
+    f = _noise(4)
+    assert correlation_coefficient(_pair(2 * f + 1, -f), f).item() == pytest.approx(0.0, abs=1e-12)
+    assert correlation_coefficient(_pair(f, 3 * f), f).item() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_nmi_identity_and_independence():
+    x = _noise(5)
+    for conv in ("reference", "standard"):
+        assert normalized_mutual_information(_pair(x, x), x, conv).item() == pytest.approx(2.0)
+        assert normalized_mutual_information(
+            _pair(x, x), x, conv, reduction="mean"
+        ).item() == pytest.approx(1.0)
+    rows = _tile([[0, 0], [255, 255]])
+    cols = _tile([[0, 255], [0, 255]])  # independent of rows: joint = product of marginals
+    assert normalized_mutual_information(_pair(rows, rows), cols).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
+
+
+def test_tsallis_hand_values_and_the_toolbox_marginal_quirk():
+    q = 1.85
+    x = _tile([[0, 0], [255, 255]])
+    # F = A, two equiprobable levels: sum p^q / (p p)^(q-1) = 2 * 0.5^(2 - q)
+    want = (1 - 2 * 0.5 ** (2 - q)) / (1 - q)
+    for conv in ("reference", "standard"):
+        assert tsallis_entropy([x], x, conv).item() == pytest.approx(want, rel=1e-12)
+    a = _tile([[0, 0, 255, 255]], (8, 2))  # p_A: 0 -> 1/2, 255 -> 1/2
+    f = _tile([[0, 128, 128, 255]], (8, 2))  # p_F: 0 -> 1/4, 128 -> 1/2, 255 -> 1/4
+    # joint cells (0,0), (0,128), (255,128), (255,255), each 1/4
+    diag = 0.25**q / (0.5 * 0.25) ** (q - 1)
+    off = 0.25**q / (0.5 * 0.5) ** (q - 1)
+    std = (1 - (2 * diag + 2 * off)) / (1 - q)
+    # toolbox: cell (i, j) over (p_F(i) p_A(j))^(q-1); p_A(128) = 0 drops the off cells
+    ref = (1 - 2 * diag) / (1 - q)
+    assert tsallis_entropy([a], f, "standard").item() == pytest.approx(std, rel=1e-12)
+    assert tsallis_entropy([a], f, "reference").item() == pytest.approx(ref, rel=1e-12)
+
+
+def test_qncie_extremes():
+    full = torch.arange(256.0).view(1, 16, 16)  # uniform over 256 levels: NCC(X, X) = 1
+    assert q_ncie(_pair(full, full), full).item() == pytest.approx(1.0, abs=1e-12)
+    a = _tile([[0, 0], [255, 255]], (2, 2))
+    b = _tile([[0, 255], [0, 255]], (2, 2))
+    f = torch.tensor([[0.0, 0.0, 0.0, 0.0]] * 2 + [[255.0] * 4] * 2).tile(1, 1).view(1, 4, 4)
+    # pairwise independent: R = I, eigenvalues 1, 1, 1
+    assert q_ncie(_pair(a, b), f).item() == pytest.approx(1 - math.log2(3) / 8, rel=1e-12)
+
+
+def test_qsf_hand_value():
+    f = torch.tensor([[[0.0, 1.0], [3.0, 5.0]]])
+    a = torch.zeros(1, 2, 2)
+    b = torch.tensor([[[0.0, 2.0], [0.0, 0.0]]])
+    wd = math.sqrt(2) / 2
+    sf_f = math.sqrt((1 + 4 + 9 + 16 + wd * 25 + wd * 4) / 4)  # rows, columns, diagonals
+    sf_r = math.sqrt((4 + 4 + 0 + wd * 4) / 4)
+    assert q_sf(_pair(a, b), f).item() == pytest.approx((sf_f - sf_r) / sf_r, rel=1e-12)
+    x = _noise(6)
+    assert q_sf(_pair(x, torch.zeros_like(x)), x).item() == pytest.approx(0.0, abs=1e-12)
+    assert q_sf(_pair(x, torch.zeros_like(x)), 2 * x).item() == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("convention", ["reference", "standard"])
+def test_piella_indices_of_perfect_fusion(convention):
+    a = _noise(7, (2, 32, 32))
+    vals = piella(_pair(a, torch.zeros_like(a)), a, convention)
+    for name in ("Qs", "Qw", "Qe"):
+        assert torch.allclose(vals[name], torch.ones(2, dtype=torch.float64), atol=1e-12), name
+    vals = piella(_pair(a, a), a, convention)
+    assert all(torch.allclose(v, torch.ones(2, dtype=torch.float64)) for v in vals.values())
+
+
+def test_qc_and_qy_hand_values():
+    a = _noise(8, offset=100.0)
+    # F = A, B = 2A: Q(A,F) = 1, Q(B,F) = (2*2)(2*2)/(5*5) = 16/25 in every window, and
+    # s_AF / (s_AF + s_BF) = 1/3
+    assert q_c(_pair(a, 2 * a), a).item() == pytest.approx(1 / 3 + 2 / 3 * 16 / 25, rel=1e-9)
+    assert q_c(_pair(a, a), a, "standard").item() == pytest.approx(1.0, rel=1e-12)
+    # SSIM(A, 2A) = 0.64 < 0.75: max(SSIM(A,F), SSIM(B,F)) = 1
+    assert q_y(_pair(a, 2 * a), a).item() == pytest.approx(1.0, rel=1e-9)
+    # SSIM(A, 1.1 A) = (2.2 / 2.21)^2 >= 0.75: lambda = 1 / 2.21
+    s = (2.2 / 2.21) ** 2
+    want = 1 / 2.21 + 1.21 / 2.21 * s
+    assert q_y(_pair(a, 1.1 * a), a).item() == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("convention", ["reference", "standard"])
+def test_qcv_qcb_of_perfect_fusion(convention):
+    a = _noise(9, (2, 40, 36))
+    assert torch.allclose(q_cv(_pair(a, a), a, convention), torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(q_cb(_pair(a, a), a, convention), torch.ones(2, dtype=torch.float64))
+    assert (q_cv(_pair(a, a), (a + _noise(10, (2, 40, 36))) / 2, convention) > 0).all()
+
+
+def test_nabf_labf_of_perfect_fusion():
+    from scipy.ndimage import correlate
+
+    a = _noise(11)
+    src = _pair(a, a)
+    assert nabf(src, a).item() == 0.0
+    # Petrovic terms for g_s = g_F > 0: G = 1, A = 1; at the 4 corners the mirrored Sobel is 0
+    q1 = math.sqrt(0.9999 / (1 + math.exp(-19 * 0.5)) * 0.9995 / (1 + math.exp(-22 * 0.5)))
+    q0 = math.sqrt(0.9999 / (1 + math.exp(19 * 0.5)) * 0.9995 / (1 + math.exp(-22 * 0.5)))
+    assert labf(src, a, weak_edge_weight=0.0).item() == pytest.approx(1 - q1, rel=1e-12)
+    kx = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]) / 8
+    x = a[0].numpy()
+    g = np.hypot(correlate(x, kx, mode="mirror"), correlate(x, kx.T, mode="mirror"))
+    assert (g == 0).sum() == 4 and g[0, 0] == 0
+    w = np.where(g >= 2, g**1.5, 0.001)
+    zero = g == 0
+    want = ((1 - q1) * w[~zero].sum() + (1 - q0) * w[zero].sum()) / w.sum()
+    assert labf(src, a).item() == pytest.approx(want, rel=1e-10)
+
+
+# Golden values: a public Python port of the MATLAB evaluator (CC_function, MSE_function,
+# get_Nabf, which weighs edges below the threshold 0 where Kumar's MATLAB uses 0.001), run
+# outside the repository on the Harvard pairs; fused = max(A, B) or round((A + B) / 2).
+_GOLDEN = {  # (CC, MSE, Nabf with weight 0 below the threshold)
+    ("MRI_CT", "11.png", "max"): (0.7910386919975281, 0.0478113517165184, 9.60317505121648e-4),
+    ("MRI_CT", "12.png", "mean"): (0.8409038186073303, 0.019074346870183945, 3.76544158057e-08),
+    ("MRI_PET", "13.png", "max"): (0.7025924324989319, 0.057800713926553726, 7.5395576489228e-5),
+    ("MRI_PET", "11.png", "mean"): (0.7388173341751099, 0.02956412360072136, 4.38056458408e-09),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", sorted(_GOLDEN))
+def test_cc_mse_nabf_match_the_public_python_port(harvard_dir, key):
+    mod, name, rule = key
+    other = "CT" if mod == "MRI_CT" else "PET"
+    a = torch.from_numpy(read_gray_reference(harvard_dir / mod / "MRI" / name))
+    b = torch.from_numpy(read_gray_reference(harvard_dir / mod / other / name))
+    f = torch.maximum(a, b) if rule == "max" else torch.round((a + b) / 2)
+    src, f = _pair(a[None], b[None]), f[None]
+    cc, m, n0 = _GOLDEN[key]
+    # the port computes CC and MSE in float32 (2e-7), Nabf in float64
+    assert correlation_coefficient(src, f).item() == pytest.approx(cc, rel=1e-6)
+    assert mse(src, f).item() == pytest.approx(m, rel=1e-6)
+    assert nabf(src, f, weak_edge_weight=0.0).item() == pytest.approx(n0, rel=1e-9)
+    assert nabf(src, f).item() >= nabf(src, f, weak_edge_weight=0.0).item()
+
+
+def test_two_source_metrics_reject_three_sources():
+    a = _noise(12, (1, 3, 24, 24))
+    for fn in (q_c, q_y):
+        with pytest.raises(ValueError, match="exactly 2 sources"):
+            fn(a, a[:, 0])
