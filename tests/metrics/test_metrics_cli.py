@@ -45,7 +45,7 @@ def test_evaluate_fusion_round_trip(fusion_dirs, reference_dir, tmp_path, capsys
     )
     assert rc == 0
     rows = _read_csv(out)
-    assert ",".join(rows[0][:11]) == HEADER and rows[0][11:] == ["FMI", "MS-SSIM"]
+    assert ",".join(rows[0]) == HEADER  # the default set: the reference evaluator's ten
     assert [r[0] for r in rows[1:]] == ["11.png", "12.png", "13.png", "mean"]
     golden = json.loads((reference_dir / "fusion_metrics_reference.json").read_text())["values"]
     names = rows[0][1:11]
@@ -53,13 +53,36 @@ def test_evaluate_fusion_round_trip(fusion_dirs, reference_dir, tmp_path, capsys
         want = golden[f"MRI_CT/{r[0]}|max"]
         for name, v in zip(names, r[1:11], strict=True):
             assert float(v) == pytest.approx(want[name], rel=1e-4, abs=1e-6), (r[0], name)
-    ms = [float(r[rows[0].index("MS-SSIM")]) for r in rows[1:4]]
-    assert all(0.5 < v <= 2.0 for v in ms), ms  # sum over the 2 sources, each <= 1
     col = np.array([[float(v) for v in r[1:]] for r in rows[1:4]])
     assert np.allclose([float(v) for v in rows[4][1:]], col.mean(0))
     printed = capsys.readouterr().out
     assert "mean" in printed and "3 image(s) scored" in printed
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_evaluate_fusion_metrics_all_and_chosen(fusion_dirs, tmp_path, capsys):
+    from fuse4seg.metrics import ALL_FUSION_METRICS
+
+    d = fusion_dirs
+    args = ["evaluate-fusion", "-a", str(d["a"]), "-b", str(d["b"]), "-f", str(d["f"])]
+    out = tmp_path / "all.csv"
+    assert main([*args, "--metrics", "all", "-o", str(out)]) == 0
+    rows = _read_csv(out)
+    assert rows[0] == ["image", *ALL_FUSION_METRICS] and len(rows[0]) - 1 >= 30
+    values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    assert np.isfinite(values).all()
+    ms = values[:3, rows[0].index("MS-SSIM") - 1]
+    assert all(0.5 < v <= 2.0 for v in ms), ms  # sum over the 2 sources, each <= 1
+    chosen = tmp_path / "chosen.csv"
+    assert main([*args, "--metrics", "qabf, Nabf,default", "-o", str(chosen)]) == 0
+    rows2 = _read_csv(chosen)
+    assert rows2[0] == ["image", "Qabf", "Nabf", *HEADER.split(",")[1:8], *HEADER.split(",")[9:]]
+    for name in rows2[0][1:]:  # same values as in the full run
+        i, j = rows[0].index(name), rows2[0].index(name)
+        assert [r[j] for r in rows2[1:]] == [r[i] for r in rows[1:]], name
+    capsys.readouterr()
+    assert main([*args, "--metrics", "EN,Qxyz"]) == 2
+    assert "unknown metric 'Qxyz'" in capsys.readouterr().err
 
 
 def test_evaluate_fusion_standard_convention_differs(fusion_dirs, tmp_path):
@@ -92,7 +115,7 @@ def test_evaluate_fusion_bad_pairs_continue_and_exit_2(tmp_path, capsys):
     _png(dirs["a"] / "extra.png", (48, 48))  # a source without a fused image: only noted
     out = tmp_path / "s.csv"
     args = ["evaluate-fusion", "-a", str(dirs["a"]), "-b", str(dirs["b"]), "-f", str(dirs["f"])]
-    rc = main([*args, "-o", str(out)])
+    rc = main([*args, "--metrics", "default,MS-SSIM", "-o", str(out)])
     assert rc == 2
     captured = capsys.readouterr()
     err = captured.err
