@@ -78,7 +78,8 @@ def test_rmse_mse_conventions():
     n = f[0].numel()
     assert rmse(src, f, "standard").item() == pytest.approx(3.5, rel=1e-12)
     assert rmse(src, f, "reference").item() == pytest.approx(3.5 / math.sqrt(n), rel=1e-12)
-    assert mse(src, f).item() == pytest.approx(12.5 / 255**2, rel=1e-12)
+    assert mse(src, f).item() == pytest.approx(12.5, rel=1e-12)  # grey levels squared
+    assert mse(src, f, "standard").item() == pytest.approx(12.5 / 255**2, rel=1e-12)
     assert mse(src / 255, f / 255, "standard", data_range=1.0).item() == pytest.approx(
         12.5 / 255**2, rel=1e-12
     )
@@ -220,9 +221,24 @@ def test_cc_mse_nabf_match_the_public_python_port(harvard_dir, key):
     cc, m, n0 = _GOLDEN[key]
     # the port computes CC and MSE in float32 (2e-7), Nabf in float64
     assert correlation_coefficient(src, f).item() == pytest.approx(cc, rel=1e-6)
-    assert mse(src, f).item() == pytest.approx(m, rel=1e-6)
+    assert mse(src, f, "standard").item() == pytest.approx(m, rel=1e-6)
     assert nabf(src, f, weak_edge_weight=0.0).item() == pytest.approx(n0, rel=1e-9)
     assert nabf(src, f).item() >= nabf(src, f, weak_edge_weight=0.0).item()
+
+
+def test_grey_files_skip_the_colour_conversion_exactly(tmp_path):
+    from PIL import Image
+
+    from fuse4seg.metrics.image_reading import rgb_to_gray_reference
+
+    v = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(rgb_to_gray_reference(np.repeat(v[..., None], 3, 2)), v)
+    Image.fromarray(v).save(tmp_path / "g.png")
+    Image.fromarray(np.repeat(v[..., None], 3, 2)).save(tmp_path / "c.png")
+    Image.fromarray(v.astype(np.uint16) * 257).save(tmp_path / "w.png")
+    for name in ("g.png", "c.png", "w.png"):
+        got = read_gray_reference(tmp_path / name)
+        assert got.dtype == np.float32 and np.array_equal(got, v), name
 
 
 def test_two_source_metrics_reject_three_sources():

@@ -219,13 +219,18 @@ def mse(
     data_range: float = 255.0,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """MSE (SeAFusion): ``mean((S - F)^2) / R^2`` per source, mean over the sources, i.e. on
-    images scaled to [0, 1]; R = 255 (reference) or ``data_range`` (standard). Lower is
-    better."""
+    """MSE between each source and F, mean over the sources. Lower is better.
+
+    Reference (the reference evaluator's ``MSE``, the MSE inside its PSNR):
+    ``mean((S - F)^2)`` in grey levels squared. Standard (SeAFusion and its Python ports):
+    on images scaled to [0, 1], ``mean((S - F)^2) / data_range^2``.
+    """
     fm._check_convention(convention)
     f, src = _prepare(sources, fused)
-    r = 255.0 if convention == "reference" else fm._check_range(data_range)
-    per = (src - f.unsqueeze(1)).square().flatten(2).mean(2) / (r * r)
+    per = (src - f.unsqueeze(1)).square().flatten(2).mean(2)
+    if convention == "standard":
+        r = fm._check_range(data_range)
+        per = per / (r * r)
     return _reduce(per, reduction).double()
 
 
@@ -234,8 +239,8 @@ def correlation_coefficient(
     fused: torch.Tensor,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """CC (SeAFusion): Pearson correlation of each source with F, mean over the sources, in
-    [-1, 1]. Same in both conventions. Higher is better."""
+    """CC (the reference evaluator, SeAFusion): Pearson correlation of each source with F,
+    mean over the sources, in [-1, 1]. Same in both conventions. Higher is better."""
     f, src = _prepare(sources, fused)
     per = torch.stack([_pearson(src[:, s], f) for s in range(src.shape[1])], 1)
     return _reduce(per, reduction).double()

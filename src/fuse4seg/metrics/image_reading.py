@@ -57,11 +57,14 @@ def read_gray_reference(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            # grey files: R = G = B = v gives exactly v (checked for all 256 levels in the
+            # tests), so the colour conversion is skipped
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.uint32) >> 8
-                rgb = np.repeat(np.clip(arr, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-            else:
-                rgb = np.asarray(im.convert("RGB"))
+                return np.clip(arr, 0, 255).astype(np.float32)
+            if im.mode == "L":
+                return np.asarray(im, dtype=np.float32)
+            rgb = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot read image ({exc.__class__.__name__}: {exc})") from exc
     return rgb_to_gray_reference(rgb)
