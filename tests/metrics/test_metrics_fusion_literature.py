@@ -226,6 +226,29 @@ def test_cc_mse_nabf_match_the_public_python_port(harvard_dir, key):
     assert nabf(src, f).item() >= nabf(src, f, weak_edge_weight=0.0).item()
 
 
+# The reference evaluator's own MSE and CC (CDDFuse's utils/Evaluator.py, float32), run
+# outside the repository on the same pairs.
+_EVALUATOR = {  # (CC, MSE in grey levels squared)
+    ("MRI_CT", "11.png", "max"): (0.7910386919975281, 3108.93310546875),
+    ("MRI_CT", "12.png", "mean"): (0.8409038186073303, 1240.309326171875),
+    ("MRI_PET", "13.png", "max"): (0.7025924324989319, 3758.4912109375),
+    ("MRI_PET", "11.png", "mean"): (0.7388173341751099, 1922.4072265625),
+}
+
+
+@pytest.mark.parametrize("key", sorted(_EVALUATOR))
+def test_cc_mse_match_the_reference_evaluator(harvard_dir, key):
+    mod, name, rule = key
+    other = "CT" if mod == "MRI_CT" else "PET"
+    a = torch.from_numpy(read_gray_reference(harvard_dir / mod / "MRI" / name))
+    b = torch.from_numpy(read_gray_reference(harvard_dir / mod / other / name))
+    f = torch.maximum(a, b) if rule == "max" else torch.round((a + b) / 2)
+    src, f = _pair(a[None], b[None]), f[None]
+    cc, m = _EVALUATOR[key]
+    assert correlation_coefficient(src, f).item() == pytest.approx(cc, rel=1e-6)
+    assert mse(src, f, "reference").item() == pytest.approx(m, rel=1e-6)
+
+
 def test_grey_files_skip_the_colour_conversion_exactly(tmp_path):
     from PIL import Image
 
