@@ -31,9 +31,8 @@ import torch
 from fuse4seg.data import discover_cases, load_case
 from fuse4seg.device import resolve_device
 from fuse4seg.inference import Predictor, write_prediction
-from fuse4seg.inference.model_loading import load_model
 from fuse4seg.models import create_fusion_net, create_seg_net
-from fuse4seg.train.model_file import FusionSegModel, save_model_file
+from fuse4seg.models.model_file import FusionSegModel, load_model_file, save_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CASE = REPO.parent / "shared" / "data" / "brats" / "Brats18_2013_2_1"
@@ -68,7 +67,7 @@ def time_preset(
     )
     path = tmp / f"{preset}.pt"
     save_model_file(model, path)
-    model = load_model(path, device)
+    model = load_model_file(path, device)
     predictor = Predictor(model, device=device, batch_size=args.batch_size, tta=args.tta)
     case = discover_cases(case_folder)[0]
     with torch.inference_mode():  # warm-up (allocator, kernels) outside the timing

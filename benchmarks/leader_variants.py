@@ -25,10 +25,10 @@ import torch
 import yaml
 
 from fuse4seg.data.store import PreparedStore
+from fuse4seg.models.model_file import load_model_file
 from fuse4seg.train.config import make_config
 from fuse4seg.train.evaluate import LABEL_REGIONS, dice_per_label, predict_volume
 from fuse4seg.train.leader_view import class_contrast
-from fuse4seg.train.model_file import load_model_file
 from fuse4seg.train.trainer import run_training
 
 

@@ -24,9 +24,8 @@ from fuse4seg.cli.main import main as cli
 from fuse4seg.data import discover_cases
 from fuse4seg.device import resolve_device
 from fuse4seg.inference import Predictor, write_prediction
-from fuse4seg.inference.model_loading import load_model
 from fuse4seg.models import create_fusion_net, create_seg_net
-from fuse4seg.train.model_file import FusionSegModel, save_model_file
+from fuse4seg.models.model_file import FusionSegModel, load_model_file, save_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CASE = REPO.parent / "shared" / "data" / "brats" / "Brats18_2013_2_1"
@@ -79,7 +78,7 @@ def main() -> None:
 
         # baseline: one step after the other, as predict did before the background writer
         predictor = Predictor(
-            load_model(model_path, device), device=device, batch_size=args.batch_size
+            load_model_file(model_path, device), device=device, batch_size=args.batch_size
         )
         cases = discover_cases(root)
         predictor.predict_case(cases[0])  # warm-up (kernels, allocator)

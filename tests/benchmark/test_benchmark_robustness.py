@@ -16,7 +16,7 @@ def store_and_model(tmp_path_factory) -> tuple[Path, Path]:
     from fuse4seg.data import PrepareOptions, prepare_dataset
     from fuse4seg.data.phantom import write_phantom_dataset
     from fuse4seg.models import create_fusion_net, create_seg_net
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
     root = tmp_path_factory.mktemp("robust")
     write_phantom_dataset(root / "raw", cases=2, shape=(24, 24, 16), seed=2)

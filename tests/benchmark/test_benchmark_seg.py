@@ -12,12 +12,12 @@ import pytest
 import torch
 from _tiny_schedule import TINY, TINY_OVERRIDES
 
-from fuse4seg.benchmark.backbones import create_backbone
 from fuse4seg.benchmark.seg import SEG_METHODS, register_rule_methods, run_seg_benchmark
 from fuse4seg.cli.main import main
 from fuse4seg.data import PrepareOptions, prepare_dataset
 from fuse4seg.data.phantom import write_phantom_dataset
 from fuse4seg.errors import ConfigError
+from fuse4seg.models.backbones import create_backbone
 
 
 @pytest.fixture(scope="module")

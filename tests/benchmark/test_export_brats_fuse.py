@@ -172,7 +172,7 @@ def test_cli_brats_fuse_from_store_with_model_and_rule(phantom_dir, tmp_path):
 
     from fuse4seg.data import PrepareOptions, prepare_dataset
     from fuse4seg.models import create_fusion_net, create_seg_net
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
     opts = PrepareOptions(modalities=("t1", "t1ce", "flair"), split=(0.0, 0.0, 1.0))
     assert prepare_dataset(phantom_dir, tmp_path / "prep", opts, log=None).ok

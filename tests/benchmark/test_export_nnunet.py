@@ -152,7 +152,7 @@ def store_and_model(phantom_dir, tmp_path_factory):
 
     from fuse4seg.data import PrepareOptions, prepare_dataset
     from fuse4seg.models import create_fusion_net, create_seg_net
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
     root = tmp_path_factory.mktemp("store")
     opts = PrepareOptions(modalities=("t1ce", "flair"), scale=0.5, split=(0.5, 0.0, 0.5))
@@ -174,7 +174,7 @@ def store_and_model(phantom_dir, tmp_path_factory):
 
 def test_export_store_with_model_fused_channel(store_and_model, tmp_path):
     from fuse4seg.data import PreparedStore
-    from fuse4seg.train.model_file import load_model_file
+    from fuse4seg.models.model_file import load_model_file
 
     prep, model_path, manifest = store_and_model
     out = tmp_path / "Dataset505_Fused"

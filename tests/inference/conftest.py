@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fuse4seg.data.phantom import write_phantom_case
-from fuse4seg.train.model_file import FusionSegModel, save_model_file
+from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
 
 def threshold_model(

@@ -186,7 +186,7 @@ def test_model_fusion_and_model_errors(tmp_path, trained_model_file, capsys):
     import torch
 
     from fuse4seg.models import create_seg_net
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
     rng = np.random.default_rng(2)
     a, b = tmp_path / "A", tmp_path / "B"

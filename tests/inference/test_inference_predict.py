@@ -15,7 +15,7 @@ from fuse4seg.cli.main import main
 from fuse4seg.data import discover_cases
 from fuse4seg.data.preprocess import brain_mask, normalise_volume
 from fuse4seg.inference import Predictor, output_paths, write_prediction
-from fuse4seg.train.model_file import save_model_file
+from fuse4seg.models.model_file import save_model_file
 
 
 def _assert_same_geometry(out: Path, ref: Path) -> nib.Nifti1Image:
@@ -263,7 +263,7 @@ def test_bad_cases_fail_alone_and_leave_no_file(phantom_root, tmp_path, capsys):
 def _average_rule_model(modalities=("t1ce", "flair")):
     """A saveable model: average-rule fusion + tiny SegNet (random weights)."""
     from fuse4seg.models import create_seg_net
-    from fuse4seg.train.model_file import FusionSegModel
+    from fuse4seg.models.model_file import FusionSegModel
 
     torch.manual_seed(0)
     return FusionSegModel(

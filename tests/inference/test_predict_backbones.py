@@ -11,11 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from fuse4seg.benchmark.backbones import (
-    PaddedBackbone,
-    create_backbone,
-    save_backbone_model_file,
-)
 from fuse4seg.cli.main import main
 from fuse4seg.data import discover_cases, load_case
 from fuse4seg.data.preprocess import brain_mask
@@ -23,7 +18,12 @@ from fuse4seg.errors import ConfigError, ModelFileError
 from fuse4seg.fusion_rules import apply_fusion_rule
 from fuse4seg.inference import Predictor
 from fuse4seg.inference.predictor import prepare_normaliser
-from fuse4seg.train.model_file import FusionSegModel, load_model_file, save_model_file
+from fuse4seg.models.backbones import (
+    PaddedBackbone,
+    create_backbone,
+    save_backbone_model_file,
+)
+from fuse4seg.models.model_file import FusionSegModel, load_model_file, save_model_file
 
 MODALITIES = ["t1ce", "flair"]
 PREPROCESSING = {"scale": 1.0, "percentiles": [0.5, 99.5]}

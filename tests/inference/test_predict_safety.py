@@ -18,7 +18,7 @@ import torch
 
 from fuse4seg.cli.main import main
 from fuse4seg.errors import InputWarning
-from fuse4seg.train.model_file import FusionSegModel, save_model_file
+from fuse4seg.models.model_file import FusionSegModel, save_model_file
 
 
 def _model(seed: int = 0, modalities=("t1ce", "flair")) -> FusionSegModel:

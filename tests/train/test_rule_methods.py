@@ -87,7 +87,7 @@ def test_unknown_method_errors_list_the_rule_methods(tiny_store, tmp_path, capsy
 def test_cli_train_rule_max_then_predict(tiny_store, tmp_path, capsys):
     from fuse4seg.data import discover_cases
     from fuse4seg.data.preprocess import brain_mask, normalise_volume
-    from fuse4seg.train.model_file import load_model_file
+    from fuse4seg.models.model_file import load_model_file
 
     cfg = tmp_path / "small.yaml"
     cfg.write_text(SMALL)

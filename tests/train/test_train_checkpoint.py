@@ -8,13 +8,13 @@ import torch
 
 from fuse4seg.errors import ModelFileError
 from fuse4seg.models import create_fusion_net, create_seg_net
+from fuse4seg.models.model_file import FusionSegModel, load_model_file, save_model_file
 from fuse4seg.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from fuse4seg.train.model_file import FusionSegModel, load_model_file, save_model_file
 
 
 def _draw():

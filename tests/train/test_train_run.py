@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from fuse4seg.models.model_file import load_model_file
 from fuse4seg.train import bilevel
 from fuse4seg.train.checkpoint import load_checkpoint
-from fuse4seg.train.model_file import load_model_file
 from fuse4seg.train.trainer import TrainingStopped, run_training
 
 

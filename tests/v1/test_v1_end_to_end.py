@@ -55,7 +55,7 @@ def test_resume_refuses_existing_run_without_flag(trained, phantom_store):
 
 def test_model_file_loads_and_predicts_through_standard_path(trained, phantom_store, tmp_path):
     from fuse4seg.cli.main import main
-    from fuse4seg.train.model_file import load_model_file
+    from fuse4seg.models.model_file import load_model_file
     from fuse4seg.v1.networks import FusionNetV1
 
     run, _ = trained

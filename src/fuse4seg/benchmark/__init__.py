@@ -14,7 +14,6 @@ Public API::
 
 from __future__ import annotations
 
-from fuse4seg.benchmark.backbones import EXTERNAL_BACKBONES, PaddedBackbone, create_backbone
 from fuse4seg.benchmark.export_brats_fuse import (
     SliceFuser,
     combinations,
@@ -47,18 +46,15 @@ from fuse4seg.benchmark.tables import MeanStd, mean_std, to_csv, to_markdown, wr
 from fuse4seg.benchmark.volumes import VolumeCase, is_prepared_store, iter_volume_cases
 
 __all__ = [
-    "EXTERNAL_BACKBONES",
     "FUSION_METRICS",
     "HARVARD_SETS",
     "MeanStd",
-    "PaddedBackbone",
     "SEG_METHODS",
     "SliceFuser",
     "VolumeCase",
     "build_dataset_json",
     "canonical_to_nnunet_labels",
     "combinations",
-    "create_backbone",
     "discover_harvard_pairs",
     "export_brats_fuse",
     "export_nnunet",

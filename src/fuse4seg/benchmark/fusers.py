@@ -50,11 +50,11 @@ def model_slice_fuser(
     Raises:
         ModelFileError / InputError: unreadable file, or a method without a fused image.
     """
-    from fuse4seg.inference.model_loading import load_model
     from fuse4seg.inference.predictor import Predictor
+    from fuse4seg.models.model_file import load_model_file
 
     dev = torch.device(device)
-    model = load_model(model_path, dev)
+    model = load_model_file(model_path, dev)
     modalities = tuple(getattr(model, "modalities", ()) or ())
     if not modalities:
         raise InputError(model_path, "model file lists no modalities")

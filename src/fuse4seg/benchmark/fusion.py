@@ -310,12 +310,12 @@ def train_pair_fusion_net(
 def _net_fuser(
     net: torch.nn.Module, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    from fuse4seg.inference.padding import crop_to, pad_to_multiple
+    from fuse4seg.models import crop_to, zero_pad_to_multiple
 
     @torch.inference_mode()
     def fuse(x: torch.Tensor) -> torch.Tensor:
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        out = net(pad_to_multiple(x.to(device), 16)).fused
+        out = net(zero_pad_to_multiple(x.to(device), 16)).fused
         return crop_to(out.float(), size).clamp(0, 1).cpu()
 
     return fuse

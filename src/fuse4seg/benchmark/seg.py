@@ -343,7 +343,7 @@ def _train_one(
     networks = None
     modalities = list(store.modalities)
     if method.backbone is not None:
-        from fuse4seg.benchmark.backbones import create_backbone
+        from fuse4seg.models.backbones import create_backbone
 
         torch.manual_seed(seed)
         networks = (
@@ -408,7 +408,7 @@ def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
     schedule: pre-training for ``warmup_epochs`` and cooperative training for
     ``rollout_epochs`` (``steps_per_epoch`` batches of ``batch_size`` each); per cooperative
     batch ``inner_steps`` follower steps and one leader step."""
-    from fuse4seg.train.model_file import load_model_file
+    from fuse4seg.models.model_file import load_model_file
     from fuse4seg.v1.runner import run_v1_training
 
     overrides = {

@@ -309,10 +309,10 @@ def _robustness_adapter(path: Path, device: str):
         raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from None
     if method == "rmr3d":
         return RMRAdapter.from_file(path, device), method
-    from fuse4seg.inference.model_loading import load_model
     from fuse4seg.inference.predictor import Predictor
+    from fuse4seg.models.model_file import load_model_file
 
-    predictor = Predictor(load_model(path, device), device=device)
+    predictor = Predictor(load_model_file(path, device), device=device)
     predictor.scale = 1.0  # store slices are already at the training resolution
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
 

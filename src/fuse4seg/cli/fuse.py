@@ -96,10 +96,10 @@ def _build_fuser(args: argparse.Namespace, attention: _AttentionWriter | None):
             raise ConfigError("--save-attention needs -m MODEL (a fuse4seg-v1 model), not --rule")
         return rule_fuser(args.rule)
     from fuse4seg.device import resolve_device
-    from fuse4seg.inference.model_loading import load_model
+    from fuse4seg.models.model_file import load_model_file
 
     device = resolve_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model_file(args.model, device)
     return model_fuser(model, device, model_path=args.model, attention_sink=attention)
 
 

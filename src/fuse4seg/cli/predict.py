@@ -129,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
     from fuse4seg.data import discover_cases
     from fuse4seg.device import resolve_device
     from fuse4seg.inference.batch import BatchReport
-    from fuse4seg.inference.model_loading import load_model
     from fuse4seg.inference.predictor import Predictor
     from fuse4seg.inference.writer import output_paths, write_prediction
     from fuse4seg.io.atomic import save_json_atomic
@@ -139,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         file_sha256,
         open_item_folder,
     )
+    from fuse4seg.models.model_file import load_model_file
 
     if args.batch_size < 1:
         raise InputError(None, f"--batch-size must be >= 1, got {args.batch_size}")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     # case folders may be symbolic links into the output folder
     check_output_location(args.output, [c.folder for c in cases])
     device = resolve_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model_file(args.model, device)
     if getattr(model, "spatial_dims", 2) != 2 and not hasattr(model, "predict_volume"):
         raise InputError(args.model, "3D model without a volume-level predictor")
     predictor = Predictor(

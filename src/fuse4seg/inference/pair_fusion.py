@@ -33,7 +33,7 @@ from fuse4seg.inference.image_io import (
     ycbcr_to_rgb,
     ycbcr_to_rgb_preserving_chroma,
 )
-from fuse4seg.inference.padding import crop_to, pad_to_multiple
+from fuse4seg.models import crop_to, zero_pad_to_multiple
 
 __all__ = [
     "GAMUT_MODES",
@@ -113,7 +113,7 @@ def model_fuser(
     @torch.inference_mode()
     def fuse(x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[-2:])
-        xp = pad_to_multiple(x.to(device, torch.float32), pad_multiple)
+        xp = zero_pad_to_multiple(x.to(device, torch.float32), pad_multiple)
         if attention_sink is not None:
             from fuse4seg.v1.attention_maps import fuse_with_attention
 

@@ -1,6 +1,6 @@
 """Prediction on BraTS NIfTI volumes: fused image and segmentation for a whole case.
 
-:class:`Predictor` wraps a trained model (``fuse4seg.train.model_file.load_model_file``) with
+:class:`Predictor` wraps a trained model (``fuse4seg.models.model_file.load_model_file``) with
 the attributes ``method``, ``modalities``, ``num_classes``, ``spatial_dims`` and
 ``preprocessing`` and the method ``forward(x (B, M, H, W)) -> (fused (B, 1, H, W) | None,
 logits (B, C, H, W))``. For each case it
@@ -42,7 +42,7 @@ from fuse4seg.data.normalise import normalise_for_model
 from fuse4seg.data.preprocess import brain_mask, resample_slices
 from fuse4seg.device import autocast_dtype, resolve_device
 from fuse4seg.errors import ConfigError, InputError
-from fuse4seg.inference.padding import crop_to, pad_to_multiple
+from fuse4seg.models import crop_to, zero_pad_to_multiple
 
 __all__ = ["CasePrediction", "Predictor", "dice_per_region", "prepare_normaliser"]
 
@@ -252,7 +252,7 @@ class Predictor:
         x = x.to(self.device, torch.float32)
         k = self._block()
         if k > 1:
-            x = pad_to_multiple(x, k)  # zero = background, as prepare's crop keeps the brain
+            x = zero_pad_to_multiple(x, k)  # zero = background, as prepare's crop keeps the brain
             out_size = tuple(x.shape[-2:])
             x = F.avg_pool2d(x, k)  # == prepare's k x k block mean
         elif self.scale != 1.0:
@@ -298,7 +298,7 @@ class Predictor:
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(N, M, h, w)`` -> fused ``(N, 1, H, W) | None``, probabilities ``(N, C, H, W)``."""
         inner = tuple(x.shape[-2:])
-        xp = pad_to_multiple(x.to(self.device, torch.float32), self.pad_multiple)
+        xp = zero_pad_to_multiple(x.to(self.device, torch.float32), self.pad_multiple)
         with self._autocast():
             fused, logits = self.model(xp)
         logits = crop_to(logits.float(), inner)  # (N, C, h, w)

@@ -21,6 +21,7 @@ from torch import nn
 
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import InputError, ModelFileError
+from fuse4seg.models.model_file import register_model_loader
 from fuse4seg.rmr.data import volumes_to_store_layout
 from fuse4seg.rmr.networks import RMRNet
 
@@ -274,3 +275,7 @@ def predict_nifti(
     if out_seg is not None:
         save_segmentation(labels_xyz, out_seg, affine, et_label=et_label, header=header)
     return fused_xyz, labels_xyz
+
+
+# plugin registration (fuse4seg.plugins): load_model_file builds rmr3d files with this loader
+register_model_loader("rmr3d", rmr_model_from_dict)

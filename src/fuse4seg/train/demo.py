@@ -182,9 +182,9 @@ def run_demo(
     from fuse4seg.data.phantom import write_phantom_dataset
     from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
     from fuse4seg.data.store import PreparedStore
+    from fuse4seg.models.model_file import load_model_file
     from fuse4seg.train.config import make_config
     from fuse4seg.train.evaluate import evaluate_cases, summarise
-    from fuse4seg.train.model_file import load_model_file
     from fuse4seg.train.report import (
         html_table,
         plot_slice_grid,

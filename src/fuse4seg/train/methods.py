@@ -26,15 +26,19 @@ So every method makes the same number of follower optimiser steps (``warm-up bat
 rollout batches``). ``--no-decomp`` / ``--no-grad`` zero alpha / beta; ``--no-ema`` validates
 and exports the raw leader.
 
-Other methods (``fuse4seg-v1``, the 3D ``rmr3d``) register a :class:`MethodSpec` with their
-own ``runner`` (``"module:function"`` called as ``runner(config, prep_dir, run_dir,
-**options)``) via :func:`register_method`.
+This module is only the registry (plus the four methods above, which are the shared
+trainer's own). Other methods register a :class:`MethodSpec` from their own packages with
+:func:`register_method` when those are imported: ``rule-<name>``
+(:mod:`fuse4seg.train.rule_methods`) and ``fuse4seg-v1`` (:mod:`fuse4seg.v1`, with its own
+``runner``, ``"module:function"`` called as ``runner(config, prep_dir, run_dir, **options)``).
+:data:`METHODS` imports the plugin packages of :mod:`fuse4seg.plugins` the first time it is
+read, so importing this module is enough to see every method.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +46,7 @@ import torch
 
 from fuse4seg.errors import ConfigError
 from fuse4seg.losses.cddfuse import CDDFUSE_PHASE1_FRACTION
+from fuse4seg.plugins import load_plugins
 from fuse4seg.train import bilevel
 from fuse4seg.train.bilevel import TrainState
 
@@ -170,16 +175,38 @@ def _follower_only_steps(cfg, stage: str) -> tuple[int, int]:
     return (0, 1) if stage == "warmup" else (0, cfg.inner_steps)
 
 
-METHODS: dict[str, MethodSpec] = {}
+class MethodRegistry(Mapping[str, MethodSpec]):
+    """Read-only ``name -> MethodSpec`` mapping that imports the plugin packages
+    (:func:`fuse4seg.plugins.load_plugins`) before it is first read; written only by
+    :func:`register_method`."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, MethodSpec] = {}
+
+    def __getitem__(self, name: str) -> MethodSpec:
+        load_plugins()
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_plugins()
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        load_plugins()
+        return len(self._specs)
+
+
+#: every training method, by ``--method`` name
+METHODS = MethodRegistry()
 
 
 def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
     """Add ``spec`` to :data:`METHODS` (``overwrite`` to replace an existing name)."""
-    if spec.name in METHODS and not overwrite:
+    if spec.name in METHODS._specs and not overwrite:
         raise ValueError(f"method {spec.name!r} is already registered")
     if spec.seg_input not in ("fused", "mean", "channels"):
         raise ValueError(f"seg_input must be fused, mean or channels, got {spec.seg_input!r}")
-    METHODS[spec.name] = spec
+    METHODS._specs[spec.name] = spec
     return spec
 
 
@@ -233,19 +260,6 @@ register_method(
         steps_per_batch=_follower_only_steps,
     )
 )
-
-
-def _register_variants() -> None:
-    """Methods defined in other modules (they import this one lazily): ``fuse4seg-v1`` and
-    the classical-rule pipelines ``rule-<name>`` (:mod:`fuse4seg.train.rule_methods`)."""
-    from fuse4seg.train.rule_methods import register_rule_methods
-    from fuse4seg.v1.cooperative import register_v1_method
-
-    register_v1_method()
-    register_rule_methods()
-
-
-_register_variants()
 
 
 def get_method(name: str) -> MethodSpec:

@@ -9,8 +9,9 @@ modalities (no gradient) and the follower makes one step in the warm-up and K
 steps as every other method. ``model.pt`` stores the rule as ``fusion_rule``, so
 ``fuse4seg predict`` applies the same rule before the follower.
 
-:func:`register_rule_methods` is called by :mod:`fuse4seg.train.methods` when it is imported,
-so every ``fuse4seg train`` knows these methods.
+This module is a plugin (:mod:`fuse4seg.plugins`): it registers the methods when imported,
+and :data:`fuse4seg.train.methods.METHODS` imports it the first time it is read, so every
+``fuse4seg train`` knows these methods.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fuse4seg.fusion_rules import FUSION_RULES, get_fusion_rule
+from fuse4seg.train import bilevel
+from fuse4seg.train.methods import METHODS, MethodSpec, register_method
 
 __all__ = ["RULE_METHOD_PREFIX", "RULE_METHOD_RULES", "rule_method_fns", "register_rule_methods"]
 
@@ -34,8 +37,6 @@ def rule_method_fns(
 ) -> tuple[Callable[..., dict], Callable[..., dict], Callable[[object, str], tuple[int, int]]]:
     """``(warmup, rollout, steps_per_batch)`` of the method ``rule-<rule>`` (see
     :class:`fuse4seg.train.methods.MethodSpec`); ConfigError for an unknown rule."""
-    from fuse4seg.train import bilevel
-
     fuse = get_fusion_rule(rule)
 
     def warmup(state, x, y, case_ids, cfg) -> dict:
@@ -61,9 +62,6 @@ def register_rule_methods(rules: Sequence[str] = RULE_METHOD_RULES) -> list[str]
     """Register trainer methods ``rule-<name>``: the follower trained on a classical rule's
     fused image at every step (warm-up: 1 step per batch, rollout: K steps), the rule stored
     in ``model.pt`` as ``fusion_rule``. Idempotent; returns the method names."""
-    # lazy: fuse4seg.train.methods imports this module while it is being initialised
-    from fuse4seg.train.methods import METHODS, MethodSpec, register_method
-
     names = []
     for rule in rules:
         name = f"{RULE_METHOD_PREFIX}{rule}"
@@ -84,3 +82,6 @@ def register_rule_methods(rules: Sequence[str] = RULE_METHOD_RULES) -> list[str]
             )
         )
     return names
+
+
+register_rule_methods()  # plugin registration (fuse4seg.plugins)

@@ -34,6 +34,7 @@ from torch import nn
 from fuse4seg.device import autocast_dtype, resolve_device
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
+from fuse4seg.models.model_file import FusionSegModel, save_model_file
 from fuse4seg.train import distributed as ddp
 from fuse4seg.train.bilevel import LossWeights, NonFiniteLossError, TrainState, cosine_factor
 from fuse4seg.train.checkpoint import (
@@ -46,7 +47,6 @@ from fuse4seg.train.config import TrainConfig, save_config
 from fuse4seg.train.ema import EMA
 from fuse4seg.train.evaluate import quick_dice
 from fuse4seg.train.methods import MethodSpec, check_method_options
-from fuse4seg.train.model_file import FusionSegModel, save_model_file
 from fuse4seg.train.sampler import PatientBatchSampler
 
 __all__ = ["TrainingStopped", "TrainResult", "Trainer", "run_training", "collate_slices"]

@@ -11,6 +11,8 @@ Public API::
 
 from __future__ import annotations
 
+from fuse4seg.models.model_file import register_fusion_arch
+
 from .attention import CrossAttentionFusion, CrossAttentionOutput
 from .attention_maps import (
     attention_report_png,
@@ -24,6 +26,10 @@ from .discriminator import Discriminator, DiscriminatorPair, lsgan_d_loss, lsgan
 from .networks import FusionNetV1, FusionV1Config, FusionV1Output, create_fusion_net_v1
 from .pretrain import discriminator_step, generator_step, pretrain_batch
 from .runner import run_v1_training, train_v1
+
+# plugin registrations (fuse4seg.plugins): the method and the model-file fusion arch "v1"
+register_fusion_arch("v1", FusionNetV1.from_config)
+register_v1_method()
 
 __all__ = [
     "CooperativeState",

@@ -105,8 +105,8 @@ def train_v1(
         InputError: bad store / run folder; ConfigError: bad config.
     """
     from fuse4seg.data import PreparedStore, SliceDataset
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
     from fuse4seg.train.checkpoint import load_checkpoint, save_checkpoint
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
     from fuse4seg.train.trainer import collate_slices
 
     t0 = time.time()

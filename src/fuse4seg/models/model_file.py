@@ -5,18 +5,31 @@ weights_only=True)`` reads: the method, modalities, the EMA leader (``fusion``) 
 classical ``fusion_rule``, the follower (``segmentation``), the prepare manifest's
 normalisation and the training config.
 
-The follower is rebuilt by ``segmentation["arch"]``: ``"segnet"`` (:class:`fuse4seg.models.
-SegNet`, also when the key is absent) or an external MONAI backbone of
-:mod:`fuse4seg.benchmark.backbones` (``"dynunet"``, ``"swinunetr"``; ``config`` =
-``PaddedBackbone.config``). The follower's input is fixed by the file, as in training: the
-leader's fused image (``fusion``), a classical ``fusion_rule`` (``average`` = the modality
-mean), or, with neither, the M modalities as channels (``multichannel``).
+The networks are rebuilt through three registries, filled by the packages that own the
+networks (``register_...`` at import time; :mod:`fuse4seg.plugins` lists the packages of the
+higher layers, imported the first time a name is unknown):
+
+* segmentation archs, ``segmentation["arch"]`` -> ``from_config(dict) -> nn.Module``:
+  ``"segnet"`` (:class:`~fuse4seg.models.SegNet`, also when the key is absent, registered
+  here) and the MONAI backbones of :mod:`fuse4seg.models.backbones` (``"dynunet"``,
+  ``"swinunetr"``; ``config`` = ``PaddedBackbone.config``);
+* fusion archs, ``fusion["config"]["arch"]`` -> ``from_config``: absent =
+  :class:`~fuse4seg.models.FusionNet` (registered here), ``"v1"`` (:mod:`fuse4seg.v1`);
+* model loaders, ``method`` -> ``loader(data, path) -> nn.Module``, for methods whose model
+  is not a :class:`FusionSegModel`: ``"rmr3d"`` (:mod:`fuse4seg.rmr`).
+
+The follower's input is fixed by the file, as in training: the leader's fused image
+(``fusion``), a classical ``fusion_rule`` (``average`` = the modality mean), or, with
+neither, the M modalities as channels (``multichannel``).
+
+Nothing in the file names a Python module or class, so moving code never breaks old files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +37,81 @@ import torch
 from torch import nn
 
 from fuse4seg.errors import ModelFileError
+from fuse4seg.fusion_rules import FUSION_RULES, apply_fusion_rule
 from fuse4seg.io.atomic import save_torch_atomic
+from fuse4seg.plugins import load_plugins
+
+from .fusion_net import FusionNet
+from .seg_net import SegNet
 
 __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
-    "SEG_ARCHS",
     "FusionSegModel",
     "save_model_file",
     "load_model_file",
     "check_model_values",
+    "register_seg_arch",
+    "register_fusion_arch",
+    "register_model_loader",
+    "seg_archs",
 ]
 
 MODEL_FORMAT = "fuse4seg-model"
 MODEL_FORMAT_VERSION = 1
-#: ``segmentation["arch"]`` values: our SegNet and the benchmark's MONAI backbones
-#: (:data:`fuse4seg.benchmark.backbones.EXTERNAL_BACKBONES`).
-SEG_ARCHS: tuple[str, ...] = ("segnet", "dynunet", "swinunetr")
-#: ``fusion["config"]["arch"]`` values (absent: :class:`fuse4seg.models.FusionNet`).
-_FUSION_ARCHS: tuple[str | None, ...] = (None, "v1")
+
+NetFromConfig = Callable[[dict], nn.Module]
+ModelLoader = Callable[[dict, Path], nn.Module]
+
+#: ``segmentation["arch"]`` -> network from its config
+_SEG_ARCHS: dict[str, NetFromConfig] = {}
+#: ``fusion["config"]["arch"]`` -> network from its config (``None``: no ``arch`` key)
+_FUSION_ARCHS: dict[str | None, NetFromConfig] = {}
+#: ``method`` -> loader of the whole model, for methods that are no FusionSegModel
+_MODEL_LOADERS: dict[str, ModelLoader] = {}
+
+
+def _register(table: dict, kind: str, name: Any, value: Callable) -> None:
+    if table.get(name, value) != value:
+        raise ValueError(f"{kind} {name!r} is already registered")
+    table[name] = value
+
+
+def register_seg_arch(name: str, from_config: NetFromConfig) -> None:
+    """Make ``segmentation["arch"] == name`` loadable: ``from_config(config)`` builds the
+    (untrained) follower ``(B, C_in, H, W) -> logits``; the saved network must have
+    ``.arch == name`` (absent: ``"segnet"``) and a ``.config``. Idempotent for the same
+    function; ``ValueError`` if another one holds the name."""
+    _register(_SEG_ARCHS, "segmentation arch", name, from_config)
+
+
+def register_fusion_arch(name: str | None, from_config: NetFromConfig) -> None:
+    """Make ``fusion["config"]["arch"] == name`` loadable (``None``: configs without an
+    ``arch`` key); ``from_config(config)`` builds the leader ``(B, M, H, W) -> .fused``."""
+    _register(_FUSION_ARCHS, "fusion arch", name, from_config)
+
+
+def register_model_loader(method: str, loader: ModelLoader) -> None:
+    """Load files of ``method`` with ``loader(data, path)`` instead of as a
+    :class:`FusionSegModel` (``data``: the checked file dict; raise ``ModelFileError``)."""
+    _register(_MODEL_LOADERS, "model loader", method, loader)
+
+
+def _lookup(table: dict, name: Any) -> Callable | None:
+    """``table[name]``, importing the plugin packages once if the name is unknown."""
+    if name not in table:
+        load_plugins()
+    return table.get(name)
+
+
+def seg_archs() -> tuple[str, ...]:
+    """Every registered ``segmentation["arch"]`` (plugins included)."""
+    load_plugins()
+    return tuple(_SEG_ARCHS)
+
+
+register_seg_arch("segnet", SegNet.from_config)
+register_fusion_arch(None, FusionNet.from_config)
 
 
 class FusionSegModel(nn.Module):
@@ -111,8 +180,6 @@ class FusionSegModel(nn.Module):
         if self.fusion_net is not None:
             return self.fusion_net(x).fused
         if self.fusion_rule is not None:
-            from fuse4seg.fusion_rules import apply_fusion_rule
-
             return apply_fusion_rule(self.fusion_rule, x)
         return None
 
@@ -134,8 +201,8 @@ def _segmentation_entry(model: FusionSegModel, in_channels: int) -> dict:
     """``segmentation`` of ``model.pt``: arch, preset, input channels, config, weights."""
     net = model.seg_net
     arch = getattr(net, "arch", "segnet")  # PaddedBackbone.arch: the backbone name
-    if arch not in SEG_ARCHS:
-        raise ValueError(f"{type(net).__name__} has arch {arch!r}; known: {SEG_ARCHS}")
+    if _lookup(_SEG_ARCHS, arch) is None:
+        raise ValueError(f"{type(net).__name__} has arch {arch!r}; known: {seg_archs()}")
     entry = {
         "arch": arch,
         "preset": model.seg_preset or "",
@@ -144,14 +211,12 @@ def _segmentation_entry(model: FusionSegModel, in_channels: int) -> dict:
         "state_dict": net.state_dict(),
     }
     if arch != "segnet":
-        import monai
-
         if int(entry["config"].get("in_channels", -1)) != in_channels:
             raise ValueError(
                 f"{arch} has {entry['config'].get('in_channels')} input channels, the "
                 f"model's input has {in_channels}"
             )
-        entry["monai_version"] = str(monai.__version__)  # for the record (weight names)
+        entry.update(getattr(net, "file_record", {}))  # e.g. monai_version, for the record
     return entry
 
 
@@ -193,7 +258,7 @@ def _require(d: dict, key: str, kind: type | tuple[type, ...], path: Path) -> An
     return value
 
 
-def _seg_arch(seg: dict, path: Path) -> str:
+def _seg_arch(seg: dict, path: Path) -> tuple[str, NetFromConfig]:
     """``segmentation["arch"]``; files written before the key: ``config["backbone"]`` for the
     benchmark's backbones, else ``"segnet"``."""
     arch = seg.get("arch")
@@ -202,23 +267,22 @@ def _seg_arch(seg: dict, path: Path) -> str:
         arch = cfg.get("backbone", "segnet") if isinstance(cfg, dict) else "segnet"
     if not isinstance(arch, str):
         raise ModelFileError(path, f"corrupt model file ('arch' has type {type(arch).__name__})")
-    if arch not in SEG_ARCHS:
+    from_config = _lookup(_SEG_ARCHS, arch)
+    if from_config is None:
         raise ModelFileError(
-            path, f"unknown segmentation arch {arch!r} (known: {', '.join(SEG_ARCHS)})"
+            path, f"unknown segmentation arch {arch!r} (known: {', '.join(seg_archs())})"
         )
-    return arch
+    return arch, from_config
 
 
-def _build_seg_net(arch: str, seg: dict, expected_in: int, path: Path) -> nn.Module:
+def _build_seg_net(
+    arch: str, from_config: NetFromConfig, seg: dict, expected_in: int, path: Path
+) -> nn.Module:
     config = seg["config"]
     if not isinstance(config, dict):
         raise ModelFileError(path, "corrupt model file ('segmentation' config is not a dict)")
     if arch == "segnet":
-        from fuse4seg.models import SegNet
-
-        return SegNet.from_config(config)
-    from fuse4seg.benchmark.backbones import backbone_from_config
-
+        return from_config(config)
     if config.get("backbone") != arch:
         found = config.get("backbone")
         raise ModelFileError(path, f"corrupt model file (arch {arch!r}, config backbone {found!r})")
@@ -227,7 +291,7 @@ def _build_seg_net(arch: str, seg: dict, expected_in: int, path: Path) -> nn.Mod
         raise ModelFileError(
             path, f"corrupt model file ({arch} takes {found} channels, the input has {expected_in})"
         )
-    return backbone_from_config(config)
+    return from_config(config)
 
 
 def _non_finite_numbers(value: Any, where: str) -> list[tuple[str, Any]]:
@@ -289,9 +353,10 @@ def check_model_values(data: dict, path: Path) -> None:
         )
 
 
-def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> FusionSegModel:
-    """Load ``model.pt`` (``weights_only=True``) into an eval-mode :class:`FusionSegModel`
-    (for the 3D method ``rmr3d``: a :class:`fuse4seg.rmr.predict.RMRModel`, which offers
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load ``model.pt`` (``weights_only=True``) onto ``device`` in eval mode: a
+    :class:`FusionSegModel`, or what the method's registered loader builds (for the 3D
+    method ``rmr3d``: a :class:`fuse4seg.rmr.predict.RMRModel`, which offers
     ``predict_volume`` to :class:`fuse4seg.inference.Predictor`).
 
     Raises:
@@ -302,7 +367,7 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ModelFileError(path, "model file not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from exc
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
@@ -311,52 +376,52 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     if version != MODEL_FORMAT_VERSION:
         raise ModelFileError(path, f"model format version {version} is not supported (expected 1)")
     check_model_values(data, path)
-    if data.get("method") == "rmr3d":  # the 3D RMR-Fusion model (fuse4seg.rmr)
-        from fuse4seg.rmr.predict import rmr_model_from_dict
+    method = _require(data, "method", str, path)
+    loader = _lookup(_MODEL_LOADERS, method)
+    model = _fusion_seg_model(data, path) if loader is None else loader(data, path)
+    return model.to(torch.device(device)).eval()
 
-        return rmr_model_from_dict(data, path)
-    from fuse4seg.models import FusionNet
 
+def _fusion_seg_model(data: dict, path: Path) -> FusionSegModel:
+    """The :class:`FusionSegModel` of a checked model-file dict."""
     modalities = _require(data, "modalities", list, path)
     seg = _require(data, "segmentation", dict, path)
     fusion = data.get("fusion")
     fusion_rule = data.get("fusion_rule")
-    seg_arch = _seg_arch(seg, path)
+    seg_arch, seg_from_config = _seg_arch(seg, path)
+    fusion_from_config = None
     if fusion is not None:
         fusion_cfg = fusion.get("config") if isinstance(fusion, dict) else None
         if not isinstance(fusion_cfg, dict):
             raise ModelFileError(path, "corrupt model file ('fusion' has no config dict)")
-        if fusion_cfg.get("arch") not in _FUSION_ARCHS:
+        fusion_arch = fusion_cfg.get("arch")
+        fusion_from_config = _lookup(_FUSION_ARCHS, fusion_arch)
+        if fusion_from_config is None:
+            known = ", ".join(sorted(str(a) for a in _FUSION_ARCHS if a is not None))
             raise ModelFileError(
-                path, f"unknown fusion arch {fusion_cfg.get('arch')!r} (known: v1, or none)"
+                path, f"unknown fusion arch {fusion_arch!r} (known: {known}, or none)"
             )
-    if fusion_rule is not None:
-        from fuse4seg.fusion_rules import FUSION_RULES
-
-        if not isinstance(fusion_rule, str) or fusion_rule not in FUSION_RULES:
-            raise ModelFileError(
-                path, f"unknown fusion_rule {fusion_rule!r} (known: {', '.join(FUSION_RULES)})"
-            )
+    if fusion_rule is not None and (
+        not isinstance(fusion_rule, str) or fusion_rule not in FUSION_RULES
+    ):
+        raise ModelFileError(
+            path, f"unknown fusion_rule {fusion_rule!r} (known: {', '.join(FUSION_RULES)})"
+        )
     try:
         expected_in = 1 if (fusion is not None or fusion_rule) else len(modalities)
-        seg_net = _build_seg_net(seg_arch, seg, expected_in, path)
+        seg_net = _build_seg_net(seg_arch, seg_from_config, seg, expected_in, path)
         seg_net.load_state_dict(seg["state_dict"])
         fusion_net = None
-        if fusion is not None:
-            if fusion["config"].get("arch") == "v1":  # Fuse4Seg first version (fuse4seg.v1)
-                from fuse4seg.v1.networks import FusionNetV1
-
-                fusion_net = FusionNetV1.from_config(fusion["config"])
-            else:
-                fusion_net = FusionNet.from_config(fusion["config"])
+        if fusion_from_config is not None:
+            fusion_net = fusion_from_config(fusion["config"])
             fusion_net.load_state_dict(fusion["state_dict"])
     except ModelFileError:
         raise
     except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(path, f"incompatible network weights ({msg[:200]})") from exc
-    model = FusionSegModel(
-        method=str(_require(data, "method", str, path)),
+    return FusionSegModel(
+        method=str(data["method"]),
         modalities=modalities,
         seg_net=seg_net,
         fusion_net=fusion_net,
@@ -368,4 +433,3 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
         seg_preset=seg.get("preset") or None,
         train_config=data.get("train_config") or {},
     )
-    return model.eval()

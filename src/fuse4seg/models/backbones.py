@@ -1,4 +1,5 @@
-"""External segmentation backbones for the benchmark's direct multi-channel rows (MONAI).
+"""External segmentation backbones (MONAI) as followers, e.g. the benchmark's direct
+multi-channel rows.
 
 * ``dynunet`` — MONAI ``DynUNet`` in 2D, configured like nnU-Net's 2D U-Net: 3x3 kernels,
   a stride-1 first stage then stride-2 stages, instance norm, leaky ReLU, transposed-conv
@@ -10,12 +11,13 @@ bottom/right to the network's size multiple (SwinUNETR: 32, and at least 64 px; 
 ``2^(stages-1)``) and crops the logits back, so any slice size works. Widths follow the seg
 preset (``tiny`` for tests and CPU demos, ``base``, ``paper``).
 
-Model files: a backbone is the follower of a :class:`~fuse4seg.train.model_file.FusionSegModel`
+Model files: a backbone is the follower of a :class:`~fuse4seg.models.model_file.FusionSegModel`
 (the benchmark rows use the ``multichannel`` input: the M modalities as channels), so the
 trainer's ``save_model_file`` writes it, with ``segmentation["arch"]`` = the backbone name and
 ``segmentation["config"]`` = :attr:`PaddedBackbone.config` (every hyper-parameter, see
-:func:`backbone_from_config`); ``load_model_file`` rebuilds it and ``fuse4seg predict`` runs
-it. :func:`save_backbone_model_file` writes one directly.
+:func:`backbone_from_config`); both names are registered here
+(:func:`~fuse4seg.models.model_file.register_seg_arch`), so ``load_model_file`` rebuilds it
+and ``fuse4seg predict`` runs it. :func:`save_backbone_model_file` writes one directly.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fuse4seg.errors import ConfigError
-from fuse4seg.inference.padding import crop_to, pad_to_multiple
+
+from ._padding import crop_to, zero_pad_to_multiple
+from .model_file import FusionSegModel, register_seg_arch, save_model_file
 
 __all__ = [
     "EXTERNAL_BACKBONES",
@@ -74,7 +78,7 @@ class PaddedBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        xp = pad_to_multiple(x, self.multiple)
+        xp = zero_pad_to_multiple(x, self.multiple)
         ph, pw = max(0, self.min_size - xp.shape[-2]), max(0, self.min_size - xp.shape[-1])
         if ph or pw:
             xp = F.pad(xp, (0, pw, 0, ph))
@@ -87,6 +91,13 @@ class PaddedBackbone(nn.Module):
     def arch(self) -> str:
         """The ``segmentation["arch"]`` of a model file (the backbone name)."""
         return str(self.config["backbone"])
+
+    @property
+    def file_record(self) -> dict:
+        """Written beside the config in ``model.pt``, for the record (weight names)."""
+        import monai
+
+        return {"monai_version": str(monai.__version__)}
 
 
 def create_backbone(
@@ -202,15 +213,13 @@ def save_backbone_model_file(
     as channels (the ``dynunet`` / ``swinunetr`` rows, method ``multichannel``); a rule name
     (``average`` = the modality mean, ``max``, ``laplacian``, ``dwt``, ``pca``) feeds the
     rule's one-channel fused image. The file is the standard model file (see
-    :func:`fuse4seg.train.model_file.save_model_file`) with ``segmentation["arch"]`` = the
+    :func:`fuse4seg.models.model_file.save_model_file`) with ``segmentation["arch"]`` = the
     backbone name; the trainer writes the same file for the benchmark's backbone rows.
 
     Raises:
         ConfigError: the backbone's ``in_channels`` does not match the input, or an unknown
             rule.
     """
-    from fuse4seg.train.model_file import FusionSegModel, save_model_file
-
     modalities = list(modalities)
     if fusion_rule is not None:
         from fuse4seg.fusion_rules import get_fusion_rule
@@ -241,3 +250,7 @@ def save_backbone_model_file(
         train_config=train_config,
     )
     save_model_file(model, path)
+
+
+for _name in EXTERNAL_BACKBONES:
+    register_seg_arch(_name, backbone_from_config)
