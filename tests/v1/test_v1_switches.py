@@ -153,3 +153,38 @@ def test_upper_level_step_trains_the_ablated_network_with_the_log_gan():
     terms = upper_level_step(state, x, y, cfg)
     assert terms["adv_f"] < 0  # eq. 10: log(1 - p) < 0, summed over the two discriminators
     assert any(not torch.equal(p, before[n]) for n, p in net.named_parameters())
+
+
+def test_train_cli_reaches_the_switches_through_v1_overrides(tmp_path):
+    import json
+
+    from fuse4seg.cli.main import main
+    from fuse4seg.data.phantom import write_phantom_dataset
+    from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
+    from fuse4seg.models.model_file import load_model_file
+
+    write_phantom_dataset(tmp_path / "raw", cases=4, shape=(32, 32, 16), seed=3)
+    prepare_dataset(
+        tmp_path / "raw", tmp_path / "prep", PrepareOptions(size=32, split=(0.5, 0.25, 0.25))
+    )
+    yml = tmp_path / "ablation.yaml"
+    yml.write_text("v1_overrides: {cross_attention: false, gan_loss: log}\nsteps_per_epoch: 2\n")
+    run = tmp_path / "run"
+    rc = main(["train", "-d", str(tmp_path / "prep"), "-o", str(run), "--method", "fuse4seg-v1",
+               "--preset", "tiny", "--config", str(yml), "--max-steps", "3", "--device", "cpu",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    saved = json.loads((run / "v1_config.json").read_text())
+    assert (saved["cross_attention"], saved["gan_loss"], saved["grad_convention"]) == (
+        False,
+        "log",
+        "unit",
+    )
+    model = load_model_file(run / "model.pt")
+    assert not hasattr(model.fusion_net, "cross_attention")
+    fused, logits = model(torch.rand(1, 2, 32, 32))
+    assert fused.shape == (1, 1, 32, 32) and logits.shape == (1, 4, 32, 32)
+    lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all(
+        math.isfinite(v) for r in lines for v in r.values() if isinstance(v, float)
+    )

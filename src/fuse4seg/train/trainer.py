@@ -255,6 +255,7 @@ class Trainer:
             weights=LossWeights(
                 alpha=cfg.alpha if cfg.use_decomp else 0.0,
                 beta=cfg.beta if cfg.use_grad else 0.0,
+                grad_convention=cfg.grad_convention,
                 gamma=cfg.gamma,
                 info=cfg.info,
                 info_weighting=cfg.info_weighting,

@@ -25,7 +25,7 @@ from fuse4seg.device import resolve_device
 from fuse4seg.errors import InputError
 from fuse4seg.io.atomic import save_json_atomic
 
-from .config import V1_PRESETS, V1Config, make_v1_config
+from .config import V1_PRESETS, V1Config, make_v1_config, saved_v1_config
 from .cooperative import (
     V1_METHOD_NAME,
     CooperativeState,
@@ -37,7 +37,13 @@ from .discriminator import DiscriminatorPair
 from .networks import FusionNetV1, FusionV1Config
 from .pretrain import make_adam, pretrain_batch, pretrain_parameters, random_crop
 
-__all__ = ["select_modalities", "build_v1_networks", "train_v1", "run_v1_training"]
+__all__ = [
+    "select_modalities",
+    "build_v1_networks",
+    "train_v1",
+    "v1_config_from_train_config",
+    "run_v1_training",
+]
 
 
 def select_modalities(available: list[str], wanted: tuple[str, ...] | None) -> list[str]:
@@ -63,7 +69,7 @@ def build_v1_networks(cfg: V1Config) -> tuple[FusionNetV1, DiscriminatorPair, to
             dim=cfg.dim, heads=cfg.heads, shared_blocks=cfg.shared_blocks,
             low_blocks=cfg.low_blocks, high_blocks=cfg.high_blocks,
             decoder_blocks=cfg.decoder_blocks, downsample=cfg.downsample,
-            attn_grid=cfg.attn_grid,
+            attn_grid=cfg.attn_grid, cross_attention=cfg.cross_attention,
         )
     )  # fmt: skip
     discs = DiscriminatorPair(2, cfg.disc_width, cfg.disc_depth)
@@ -114,7 +120,7 @@ def train_v1(
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
-        config = make_v1_config(ckpt["v1_config"]["preset"], ckpt["v1_config"])
+        config = saved_v1_config(ckpt["v1_config"])
     elif (run_dir / "last.pt").exists():
         raise InputError(run_dir, "already holds a run (last.pt); use --resume or a new folder")
     config.validate()
@@ -230,6 +236,28 @@ def train_v1(
     }  # fmt: skip
 
 
+def v1_config_from_train_config(cfg: Any, v1_overrides: dict[str, Any] | None = None) -> V1Config:
+    """The :class:`V1Config` of a ``fuse4seg train --method fuse4seg-v1`` run.
+
+    Taken from ``cfg`` (a :class:`~fuse4seg.train.config.TrainConfig`): ``preset`` (``tiny`` /
+    ``base`` / ``paper``, else ``base``), ``seg_preset``, ``seed``, ``num_classes``,
+    ``dice_weight``, ``ce_weight``, ``tumour_fraction``, ``steps_per_epoch``,
+    ``grad_convention``. Every other v1 setting keeps the preset value unless given in
+    ``cfg.v1_overrides`` (the YAML key, e.g. ``{gan_loss: log, cross_attention: false}``) or
+    in ``v1_overrides`` (which wins).
+    """
+    preset = cfg.preset if cfg.preset in V1_PRESETS else "base"
+    preset_conv = V1_PRESETS[preset].get("grad_convention", "unit")
+    mapped = {
+        "seg_preset": cfg.seg_preset, "seed": cfg.seed, "num_classes": cfg.num_classes,
+        "dice_weight": cfg.dice_weight, "ce_weight": cfg.ce_weight,
+        "tumour_fraction": cfg.tumour_fraction, "steps_per_epoch": cfg.steps_per_epoch,
+        "grad_convention": getattr(cfg, "grad_convention", preset_conv),
+    }  # fmt: skip
+    from_cfg = getattr(cfg, "v1_overrides", None) or {}
+    return make_v1_config(preset, {**mapped, **from_cfg, **(v1_overrides or {})})
+
+
 def run_v1_training(
     cfg: Any,
     prep_dir: str | Path,
@@ -240,26 +268,15 @@ def run_v1_training(
     v1_overrides: dict[str, Any] | None = None,
 ):
     """Trainer-registry runner: maps a :class:`~fuse4seg.train.config.TrainConfig` onto a
-    :class:`V1Config` and returns a :class:`~fuse4seg.train.trainer.TrainResult`.
-
-    Taken from ``cfg``: ``preset`` (``tiny`` / ``base`` / ``paper``, else ``base``),
-    ``seg_preset``, ``seed``, ``num_classes``, ``dice_weight``, ``ce_weight``,
-    ``tumour_fraction``, ``steps_per_epoch``, ``max_steps``. Every other v1 setting keeps
-    the preset value unless given in ``v1_overrides``.
+    :class:`V1Config` (:func:`v1_config_from_train_config`; ``max_steps`` also comes from
+    ``cfg``) and returns a :class:`~fuse4seg.train.trainer.TrainResult`.
     """
     from fuse4seg.train.trainer import TrainResult
 
     if isinstance(cfg, V1Config):
         v1, max_steps = cfg, None
     else:
-        preset = cfg.preset if cfg.preset in V1_PRESETS else "base"
-        mapped = {
-            "seg_preset": cfg.seg_preset, "seed": cfg.seed, "num_classes": cfg.num_classes,
-            "dice_weight": cfg.dice_weight, "ce_weight": cfg.ce_weight,
-            "tumour_fraction": cfg.tumour_fraction, "steps_per_epoch": cfg.steps_per_epoch,
-        }  # fmt: skip
-        v1 = make_v1_config(preset, {**mapped, **(v1_overrides or {})})
-        max_steps = cfg.max_steps
+        v1, max_steps = v1_config_from_train_config(cfg, v1_overrides), cfg.max_steps
     out = train_v1(prep_dir, run_dir, v1, device, resume, max_steps, progress)
     return TrainResult(
         run_dir=Path(run_dir),
