@@ -65,6 +65,10 @@ def read_gray_reference(path: str | Path) -> np.ndarray:
             if im.mode == "L":
                 return np.asarray(im, dtype=np.float32)
             rgb = np.asarray(im.convert("RGB"))
+            if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(
+                rgb[..., 1], rgb[..., 2]
+            ):
+                return rgb[..., 0].astype(np.float32)  # grey stored as RGB: exact, as above
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot read image ({exc.__class__.__name__}: {exc})") from exc
     return rgb_to_gray_reference(rgb)
