@@ -63,3 +63,31 @@ def test_cli_demo_quick(tmp_path, capsys):
     results2 = json.loads((out2 / "results.json").read_text())
     assert results2["summaries"] != results["summaries"]
     assert (out2 / "phantom").is_dir()
+
+
+def test_cli_train_logs_one_line_per_epoch_without_carriage_returns(tiny_store, tmp_path):
+    """`fuse4seg train ... > log` (not a terminal): one summary line per epoch, no bar."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL)
+    log = tmp_path / "train.log"
+    args = _args(tiny_store, tmp_path / "run", cfg, "--method", "average")
+    args.remove("--no-progress")  # the bar is asked for, but stdout/stderr are files
+    with open(log, "wb") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fuse4seg", *args], stdout=fh, stderr=subprocess.STDOUT
+        )
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert "warmup" in epochs[0] and "rollout" in epochs[1] and "seg" in epochs[0]
+    assert "val mean Dice" in epochs[1] and epochs[1].rstrip().endswith("s")
+    quiet = tmp_path / "quiet.log"
+    with open(quiet, "wb") as fh:
+        args = _args(tiny_store, tmp_path / "run2", cfg, "--method", "average", "-q")
+        subprocess.run([sys.executable, "-m", "fuse4seg", *args], stdout=fh, check=True)
+    assert not any(line.startswith("epoch ") for line in quiet.read_text().splitlines())

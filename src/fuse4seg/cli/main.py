@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from fuse4seg import __version__
 from fuse4seg.errors import Fuse4SegError, InputWarning, Terminated
+from fuse4seg.log import configure_cli_logging
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
@@ -62,7 +63,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _load(name).add_arguments(sp)
+            _add_verbosity(sp)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v/-q`` on a command's parser, or on each of its sub-commands (``benchmark seg``)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for sub in subs:
+            for child in sub.choices.values():
+                _add_verbosity(child)
+        return
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true", help="more log lines (debug)")
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no per-epoch / per-case lines: warnings, errors and the final result only",
+    )
 
 
 #: OS errors reported as one line (disk full, quota, permissions) instead of a traceback
@@ -114,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     warnings.formatwarning = _one_line_warning
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    configure_cli_logging(1 if verbose else -1 if quiet else 0)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
