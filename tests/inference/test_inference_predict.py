@@ -137,6 +137,18 @@ def test_real_brats_cases(brats_dir, trained_model_file, tmp_path, capsys, make_
     np.testing.assert_array_equal(np.asanyarray(seg23.dataobj), pred.seg)  # canonical == 2023
     assert pred.dice() is not None
 
+    # nnU-Net naming and the compact fused volume: <case>.nii.gz, uint8 with slope 1/255
+    written = write_prediction(pred, tmp_path / "nn", naming="nnunet", fused_dtype="uint8")
+    assert sorted(p.name for p in written) == [
+        "BraTS-GLI-00000-000.nii.gz",
+        "BraTS-GLI-00000-000_fused.nii.gz",
+    ]
+    seg_nn = _assert_same_geometry(written[-1], case23.files["t1ce"])
+    np.testing.assert_array_equal(np.asanyarray(seg_nn.dataobj), pred.seg)
+    small = nib.load(written[0])
+    assert small.get_data_dtype() == np.uint8
+    assert np.abs(small.get_fdata() - pred.fused).max() <= 0.5 / 255 + 1e-6
+
 
 def _copy_case(src: Path, root: Path, new_id: str) -> Path:
     folder = root / new_id
@@ -358,10 +370,10 @@ def test_write_failure_fails_that_case_only(phantom_root, tmp_path, capsys, monk
     save_model_file(_average_rule_model(), model_path)
     real_write = writer_module.write_prediction
 
-    def flaky_write(pred, out_dir):
+    def flaky_write(pred, out_dir, *options):
         if pred.case.case_id == "B":
             raise InputError(Path(out_dir) / "B_seg.nii.gz", "disk full (simulated)")
-        return real_write(pred, out_dir)
+        return real_write(pred, out_dir, *options)
 
     monkeypatch.setattr(writer_module, "write_prediction", flaky_write)
     out = tmp_path / "out"

@@ -62,6 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace existing outputs (default: skip cases this model already did; refuse "
         "a folder holding outputs of another model, see docs/inference.md)",
     )
+    parser.add_argument(
+        "--naming",
+        choices=("fuse4seg", "nnunet"),
+        default="fuse4seg",
+        help="segmentation file name: fuse4seg = <case>_seg.nii.gz (default), nnunet = "
+        "<case>.nii.gz (nnU-Net predictions, BraTS submissions)",
+    )
+    parser.add_argument(
+        "--fused-dtype",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="fused volume data type: float32 (default) or uint8 with scl_slope 1/255 "
+        "(4x smaller, readers see [0, 1] to within 1/510)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -138,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         file_sha256,
         open_item_folder,
     )
+    from fuse4seg.log import show_progress
     from fuse4seg.models.model_file import load_model_file
 
     if args.batch_size < 1:
@@ -163,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
     )
     sha256 = file_sha256(args.model)
     previous = _previous_outputs(args.output)
+
+    def paths_of(case_id: str, folder: Path) -> dict[str, Path]:
+        return output_paths(case_id, folder, args.naming)
+
     if not args.overwrite:
-        _check_provenance(cases, args.output, previous, sha256, output_paths)
+        _check_provenance(cases, args.output, previous, sha256, paths_of)
     out_dir = open_item_folder(args.output)
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     record.update(
@@ -219,15 +238,19 @@ def run(args: argparse.Namespace) -> int:
                 _print_dice(case_id, dice)
             elif pred.seg_problem:
                 print(f"note: {case_id}: seg not scored ({pred.seg_problem})", flush=True)
+            else:
+                print(f"{case_id}: written ({', '.join(p.name for p in written)})", flush=True)
 
     not_run = 0
     try:
-        bar = tqdm(cases, desc="predict", unit="case", disable=args.no_progress or None)
+        bar = tqdm(
+            cases, desc="predict", unit="case", disable=not show_progress(not args.no_progress)
+        )
         for i, case in enumerate(bar):
             if stop:
                 not_run = len(cases) - i
                 break
-            paths = output_paths(case.case_id, out_dir)
+            paths = paths_of(case.case_id, out_dir)
             entry = record["outputs"].get(case.case_id) or {}
             finished = paths["seg"].exists() and entry.get("status", "done") == "done"
             if finished and not args.overwrite:
@@ -253,7 +276,13 @@ def run(args: argparse.Namespace) -> int:
             planned += [paths["fused"]] if pred.fused is not None else []
             planned += [paths["prob"]] if pred.probabilities is not None else []
             set_output(case.case_id, planned, "writing")
-            pending.append((case.case_id, writer.submit(write_prediction, pred, out_dir), pred))
+            pending.append(
+                (
+                    case.case_id,
+                    writer.submit(write_prediction, pred, out_dir, args.naming, args.fused_dtype),
+                    pred,
+                )
+            )
             settle(keep=1)
         settle(keep=0)
     finally:

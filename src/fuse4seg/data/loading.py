@@ -244,8 +244,18 @@ def save_segmentation(
     return save_volume(out, path, affine, header)
 
 
-def save_volume(data: np.ndarray, path: str | Path, affine: np.ndarray, header: Any = None) -> Path:
-    """Write an array ``(X, Y, Z[, C])`` as NIfTI (``.nii``/``.nii.gz``) atomically; dtype kept."""
+def save_volume(
+    data: np.ndarray,
+    path: str | Path,
+    affine: np.ndarray,
+    header: Any = None,
+    slope: float | None = None,
+) -> Path:
+    """Write an array ``(X, Y, Z[, C])`` as NIfTI (``.nii``/``.nii.gz``) atomically; dtype kept.
+
+    ``slope``: the header's ``scl_slope`` (readers see ``data * slope``), e.g. ``1/255`` for
+    an image in [0, 1] stored as uint8; ``None`` writes no scaling.
+    """
     path = Path(path)
     hdr = None
     if header is not None:
@@ -255,6 +265,8 @@ def save_volume(data: np.ndarray, path: str | Path, affine: np.ndarray, header: 
         hdr["scl_inter"] = np.nan
     img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64), header=hdr)
     img.set_data_dtype(data.dtype)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
