@@ -18,14 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "-a",
+        "--source-a",
         "--dir-a",
+        dest="dir_a",
         required=True,
         type=Path,
         help="folder of first sources (e.g. MRI); model modality 0",
     )
     parser.add_argument(
         "-b",
+        "--source-b",
         "--dir-b",
+        dest="dir_b",
         required=True,
         type=Path,
         help="folder of second sources (e.g. PET/SPECT/CT); paired with -a by "

@@ -28,7 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fuse4seg.train.config import PRESETS
     from fuse4seg.train.methods import METHODS
 
-    parser.add_argument("-d", "--data", required=True, help="prepared store (PREP_DIR)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        "-d",
+        "--data",
+        dest="data",
+        required=True,
+        help="prepared store (PREP_DIR) of `fuse4seg prepare` (-d/--data: older spelling)",
+    )
     parser.add_argument("-o", "--output", required=True, help="run folder (RUN_DIR)")
     parser.add_argument(
         "--method",
@@ -50,13 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config preset (default base; tiny = CPU demo, paper = sec. 4.1)",
     )
     parser.add_argument(
-        "--config", default=None, help="YAML file of config overrides (unknown keys rejected)"
+        "-c",
+        "--config",
+        default=None,
+        help="YAML file of config overrides (unknown keys rejected; default: none)",
     )
     parser.add_argument(
         "--max-steps",
         type=int,
         default=None,
-        help="stop after N optimiser steps (follower + leader), at a batch boundary",
+        help="stop after N optimiser steps (follower + leader), at a batch boundary "
+        "(default: run the preset's whole schedule)",
     )
     parser.add_argument(
         "--fold",
@@ -74,9 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace the run in a non-empty RUN_DIR (its config, logs, checkpoints and "
         "model.pt; other files are kept). Default: refuse a non-empty RUN_DIR",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: the config's num_workers, 0 = in the "
+        "main process)",
+    )
     parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
