@@ -128,12 +128,16 @@ def compute_fusion_metrics(
     def score(start: int) -> dict[str, torch.Tensor]:
         fs, ss = f[start : start + chunk_size], src[start : start + chunk_size]
         out: dict[str, torch.Tensor] = {}
-        piella = None
+        shared: dict[str, dict[str, torch.Tensor]] = {}  # metrics computed together
         for n in names:
-            if n in ("Qs", "Qw", "Qe"):  # one pass gives all three
-                if piella is None:
-                    piella = fl.piella(ss, fs, convention, data_range)
-                out[n] = piella[n]
+            if n in ("Qs", "Qw", "Qe"):
+                if "piella" not in shared:
+                    shared["piella"] = fl.piella(ss, fs, convention, data_range)
+                out[n] = shared["piella"][n]
+            elif n in ("Nabf", "Labf"):
+                if "petrovic" not in shared:
+                    shared["petrovic"] = fl.petrovic(ss, fs)
+                out[n] = shared["petrovic"][n]
             else:
                 out[n] = table[n](ss, fs)
         return out

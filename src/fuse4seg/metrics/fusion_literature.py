@@ -47,6 +47,7 @@ __all__ = [
     "q_cb",
     "nabf",
     "labf",
+    "petrovic",
 ]
 
 Reduction = Literal["sum", "mean"]
@@ -122,14 +123,26 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _correlate3(x: torch.Tensor, kernel, padding: str = "zeros") -> torch.Tensor:
-    """3x3 correlation of (N, H, W), 'same' size with zero, replicate or reflect padding."""
-    k = torch.tensor(kernel, dtype=x.dtype, device=x.device).view(1, 1, 3, 3)
-    xp = x.unsqueeze(1)
+    """3x3 correlation of (N, H, W), 'same' size with zero, replicate or reflect padding.
+
+    One multiply-add per non-zero tap on shifted views of the padded image (several times
+    faster than ``conv2d`` in float64 on CPU).
+    """
+    h, w = x.shape[-2:]
     if padding == "zeros":
-        xp = F.pad(xp, (1, 1, 1, 1))
+        xp = F.pad(x, (1, 1, 1, 1))
     else:
-        xp = F.pad(xp, (1, 1, 1, 1), mode={"replicate": "replicate", "reflect": "reflect"}[padding])
-    return F.conv2d(xp, k).squeeze(1)
+        mode = {"replicate": "replicate", "reflect": "reflect"}[padding]
+        xp = F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode=mode).squeeze(1)
+    out = None
+    for i in range(3):
+        for j in range(3):
+            k = float(kernel[i][j])
+            if k == 0.0:
+                continue
+            view = xp[..., i : i + h, j : j + w]
+            out = view * k if out is None else out.add_(view, alpha=k)
+    return out if out is not None else torch.zeros_like(x)
 
 
 def _local_moments(x: torch.Tensor, y: torch.Tensor, win: torch.Tensor):
@@ -401,6 +414,28 @@ def _petrovic_terms(src: torch.Tensor, f: torch.Tensor, weak_edge_weight: float)
     return g_s, g_f, q, w
 
 
+def petrovic(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    weak_edge_weight: float = 0.001,
+) -> dict[str, torch.Tensor]:
+    """N_abf and L_abf from one pass over the Petrovic terms (see :func:`nabf`, :func:`labf`).
+
+    Returns:
+        ``{"Nabf": (B,), "Labf": (B,)}`` float64.
+    """
+    f, src = _prepare(sources, fused)
+    g_s, g_f, q, w = _petrovic_terms(src, f, weak_edge_weight)
+    loss = (1.0 - q) * w
+    am = (g_f > g_s).all(1, keepdim=True)  # artefacts: F stronger than every source
+    r = (g_f <= g_s).any(1, keepdim=True)  # loss: F not stronger than some source
+    total = w.flatten(1).sum(1)
+    return {
+        "Nabf": ((am * loss).flatten(1).sum(1) / total).double(),
+        "Labf": ((r * loss).flatten(1).sum(1) / total).double(),
+    }
+
+
 def nabf(
     sources: torch.Tensor | Sequence[torch.Tensor],
     fused: torch.Tensor,
@@ -416,11 +451,7 @@ def nabf(
     w_s = g_s^1.5 where g_s >= 2, else ``weak_edge_weight`` (0.001 in the MATLAB code; the
     common Python port uses 0). Same in both conventions.
     """
-    f, src = _prepare(sources, fused)
-    g_s, g_f, q, w = _petrovic_terms(src, f, weak_edge_weight)
-    am = (g_f > g_s).all(1, keepdim=True)
-    num = (am * ((1.0 - q) * w)).flatten(1).sum(1)
-    return (num / w.flatten(1).sum(1)).double()
+    return petrovic(sources, fused, weak_edge_weight)["Nabf"]
 
 
 def labf(
@@ -431,11 +462,7 @@ def labf(
     """L_abf, edge information lost (Petrovic & Xydeas 2005; Kumar's MATLAB code), [0, 1].
     **Lower is better.** Same terms as :func:`nabf`, counted where g_F <= g_s for some
     source: ``sum(r * sum_s (1 - Q_sF) w_s) / sum_s sum(w_s)``."""
-    f, src = _prepare(sources, fused)
-    g_s, g_f, q, w = _petrovic_terms(src, f, weak_edge_weight)
-    r = (g_f <= g_s).any(1, keepdim=True)
-    num = (r * ((1.0 - q) * w)).flatten(1).sum(1)
-    return (num / w.flatten(1).sum(1)).double()
+    return petrovic(sources, fused, weak_edge_weight)["Labf"]
 
 
 # ------------------------------------------------------------- structural similarity
