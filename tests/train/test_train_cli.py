@@ -91,3 +91,16 @@ def test_cli_train_logs_one_line_per_epoch_without_carriage_returns(tiny_store, 
         args = _args(tiny_store, tmp_path / "run2", cfg, "--method", "average", "-q")
         subprocess.run([sys.executable, "-m", "fuse4seg", *args], stdout=fh, check=True)
     assert not any(line.startswith("epoch ") for line in quiet.read_text().splitlines())
+
+
+def test_cli_train_warns_when_the_leader_never_left_the_warm_up(tiny_store, tmp_path, capsys):
+    import pytest
+
+    from fuse4seg.errors import InputWarning
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL)
+    # 2 warm-up batches of one follower step each: --max-steps 1 stops inside the warm-up
+    with pytest.warns(InputWarning, match="leader made no optimiser step"):
+        assert main(_args(tiny_store, tmp_path / "run", cfg, "--max-steps", "1")) == 0
+    assert (tmp_path / "run" / "model.pt").is_file()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from fuse4seg.errors import Fuse4SegError, InputError, OutputError
+from fuse4seg.errors import Fuse4SegError, InputError, InputWarning, OutputError
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -104,7 +105,18 @@ def _build_fuser(args: argparse.Namespace, attention: _AttentionWriter | None):
 
     device = resolve_device(args.device)
     model = load_model_file(args.model, device)
-    return model_fuser(model, device, model_path=args.model, attention_sink=attention)
+    fuser = model_fuser(model, device, model_path=args.model, attention_sink=attention)
+    mri = {"t1", "t1ce", "t2", "flair"}
+    modalities = [str(m) for m in getattr(model, "modalities", ())]
+    if modalities and set(modalities) <= mri:
+        warnings.warn(
+            f"{args.model}: a model trained on BraTS MRI sequences ({', '.join(modalities)}) "
+            "fuses these pairs outside its training domain (MRI-PET/SPECT/CT pairs: train on "
+            "such pairs, e.g. `fuse4seg benchmark fusion`, or use --rule)",
+            InputWarning,
+            stacklevel=2,
+        )
+    return fuser
 
 
 def run(args: argparse.Namespace) -> int:

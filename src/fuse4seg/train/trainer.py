@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from fuse4seg.device import autocast_dtype, resolve_device
-from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
+from fuse4seg.errors import ConfigError, Fuse4SegError, InputError, InputWarning
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
 from fuse4seg.log import get_logger, show_progress
 from fuse4seg.models.model_file import FusionSegModel, save_model_file
@@ -525,6 +526,14 @@ class Trainer:
             ddp.barrier()
         if self.dist.is_main:  # also at --max-steps, so smoke runs give a usable model
             save_model_file(self.export_model(), self.run_dir / "model.pt")
+            if self.spec.has_leader and s.leader_steps == 0:
+                warnings.warn(
+                    f"{self.run_dir / 'model.pt'}: the fusion leader made no optimiser step "
+                    "(the run ended inside the warm-up); its fused image is the untrained "
+                    "leader's, not a trained fusion",
+                    InputWarning,
+                    stacklevel=2,
+                )
         self._finish_curves()
         if self._tb is not None:
             self._tb.close()
