@@ -148,3 +148,46 @@ def test_cli_choices_match_the_benchmark_rows():
 
     assert tuple(SEG_METHODS) == _SEG_METHODS
     assert tuple(ROW_SETS) == _ROW_SETS
+
+
+class _LabelsInChannelZero(torch.nn.Module):
+    """Predicts the label map written into the image's first channel (label / 3)."""
+
+    def forward(self, x):
+        labels = torch.round(x[:, 0] * 3).long()  # (B, H, W)
+        return None, torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+
+
+class _OneCaseStore:
+    """Store layout (D, M, H, W) / (D, H, W): 3 axial slices, the hand-made case of
+    tests/metrics (z=0 agrees on ED; z=1 empty; z=2: 2 NCR voxels, 1 found, 1 false ET)."""
+
+    def __init__(self):
+        self.ref = torch.zeros(3, 4, 4, dtype=torch.uint8)
+        self.pred = torch.zeros_like(self.ref)
+        self.ref[0, 0, :2] = self.pred[0, 0, :2] = 2
+        self.ref[2, 1, :2] = 1
+        self.pred[2, 1, 0] = 1
+        self.pred[2, 3, 3] = 3
+
+    def image(self, case_id):
+        return torch.stack([self.pred.float() / 3, torch.zeros(3, 4, 4)], dim=1).numpy()
+
+    def label(self, case_id):
+        return self.ref.numpy()
+
+
+@pytest.mark.parametrize("level, ncr, et", [("case", 2 / 3, 0.0), ("slice", (1 + 2 / 3) / 2, 0.5)])
+def test_scores_at_the_dice_level(level, ncr, et):
+    from fuse4seg.benchmark.seg import _score_model
+
+    rows, _, _ = _score_model(
+        _LabelsInChannelZero(), _OneCaseStore(), ["a"], torch.device("cpu"), None, level
+    )
+    assert rows[0]["Dice_NCR"] == pytest.approx(ncr) and rows[0]["Dice_ET"] == pytest.approx(et)
+    assert rows[0]["IoU_NCR"] == pytest.approx(1 / 2)  # IoU stays 3D
+
+
+def test_dice_level_is_checked(prep_dir, tmp_path):
+    with pytest.raises(ConfigError, match="dice level"):
+        run_seg_benchmark(prep_dir, tmp_path / "o", methods=["average"], dice_level="voxel")

@@ -171,18 +171,18 @@ def test_evaluate_seg_round_trip_both_editions(tmp_path, capsys):
     out = tmp_path / "seg.csv"
     assert main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
     rows = _read_csv(out)
-    assert rows[0][:4] == ["case", "NCR_Dice", "NCR_IoU", "NCR_HD95"]
+    assert rows[0][:4] == ["case", "Dice_NCR", "IoU_NCR", "HD95_NCR"]
     assert len(rows[0]) == 1 + 5 * 3
     by_case = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
     assert list(by_case) == ["BraTS-GLI-00001-000", "Brats18_X_1", "mean"]
     gli = by_case["BraTS-GLI-00001-000"]
-    assert all(float(gli[f"{c}_Dice"]) == 1.0 for c in ("NCR", "ED", "ET", "WT", "TC"))
+    assert all(float(gli[f"Dice_{c}"]) == 1.0 for c in ("NCR", "ED", "ET", "WT", "TC"))
     b18 = by_case["Brats18_X_1"]
     # WT is a 16x16x6 box shifted by one voxel along x: Dice = 2 * 15 / 32
-    assert float(b18["WT_Dice"]) == pytest.approx(30 / 32)
-    assert float(b18["ET_Dice"]) == pytest.approx(2 * 3 / 8)  # 4-voxel side shifted by 1
-    assert float(b18["WT_HD95"]) == pytest.approx(1.0)  # spacing from the reference header
-    assert float(by_case["mean"]["WT_Dice"]) == pytest.approx((1 + 30 / 32) / 2)
+    assert float(b18["Dice_WT"]) == pytest.approx(30 / 32)
+    assert float(b18["Dice_ET"]) == pytest.approx(2 * 3 / 8)  # 4-voxel side shifted by 1
+    assert float(b18["HD95_WT"]) == pytest.approx(1.0)  # spacing from the reference header
+    assert float(by_case["mean"]["Dice_WT"]) == pytest.approx((1 + 30 / 32) / 2)
     assert "2 case(s) scored" in capsys.readouterr().out
 
 
@@ -220,3 +220,32 @@ def test_evaluate_fusion_worker_threads_same_csv(fusion_dirs, tmp_path, capsys):
     assert outs[0].read_text() == outs[1].read_text()
     assert main([*args, "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_evaluate_seg_dice_level_slice(tmp_path, capsys):
+    # 3 axial slices: z=0 agrees (ED); z=1 empty in both (skipped); z=2: 2 reference NCR
+    # voxels, the prediction has 1 of them and a false ET voxel
+    ref_seg = np.zeros((4, 4, 3), np.uint8)
+    pred_seg = np.zeros_like(ref_seg)
+    ref_seg[0, :2, 0] = pred_seg[0, :2, 0] = 2
+    ref_seg[1, :2, 2] = 1
+    pred_seg[1, 0, 2] = 1
+    pred_seg[3, 3, 2] = 4  # ET in the 2018-2022 convention
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    _case(ref, "Brats18_S_1", "brats2021", ref_seg)
+    nib.save(nib.Nifti1Image(pred_seg, REF_AFFINE), pred / "Brats18_S_1_seg.nii.gz")
+    scores = {}
+    for level in ("case", "slice"):
+        out = tmp_path / f"{level}.csv"
+        args = ["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]
+        assert main([*args, "--dice-level", level]) == 0
+        rows = _read_csv(out)
+        scores[level] = dict(zip(rows[0], rows[1], strict=True))
+    assert float(scores["case"]["Dice_NCR"]) == pytest.approx(2 / 3)
+    assert float(scores["case"]["Dice_ET"]) == 0.0
+    assert float(scores["slice"]["Dice_NCR"]) == pytest.approx((1 + 2 / 3) / 2)
+    assert float(scores["slice"]["Dice_ET"]) == pytest.approx(0.5)
+    assert float(scores["slice"]["Dice_ED"]) == 1.0
+    assert scores["slice"]["HD95_WT"] == scores["case"]["HD95_WT"]  # HD95 stays 3D
+    assert "2D slice Dice" in capsys.readouterr().out

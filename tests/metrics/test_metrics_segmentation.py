@@ -131,6 +131,58 @@ def test_segmentation_metrics_accumulates():
     rows = sm.rows()
     assert [r["case"] for r in rows] == ["a", "b"]
     agg = sm.aggregate()
-    assert agg["ET_Dice"]["mean"] == pytest.approx(0.5)
-    assert agg["ET_Dice"]["std"] == pytest.approx(0.5)
-    assert agg["NCR_Sensitivity"]["n"] == 0  # no NCR in the reference: NaN ignored
+    assert agg["Dice_ET"]["mean"] == pytest.approx(0.5)
+    assert agg["Dice_ET"]["std"] == pytest.approx(0.5)
+    assert agg["Sensitivity_NCR"]["n"] == 0  # no NCR in the reference: NaN ignored
+
+
+def _slice_case() -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (X, Y, Z) maps, 3 axial slices: z=0 agrees (ED), z=1 empty in both, z=2 has
+    2 reference NCR voxels, the prediction 1 of them plus a false ET voxel."""
+    ref = np.zeros((4, 4, 3), np.uint8)
+    pred = np.zeros_like(ref)
+    ref[0, :2, 0] = 2
+    pred[0, :2, 0] = 2
+    ref[1, :2, 2] = 1
+    pred[1, 0, 2] = 1
+    pred[3, 3, 2] = 3
+    return pred, ref
+
+
+def test_slice_dice_hand_computed():
+    from fuse4seg.metrics.segmentation import dice_scores, slice_dice
+
+    pred, ref = _slice_case()
+    # kept slices: z=0 and z=2 (z=1 is empty in both); a class absent from both scores 1
+    assert slice_dice(pred, ref, (1,)) == pytest.approx((1 + 2 * 1 / 3) / 2)  # NCR 5/6
+    assert slice_dice(pred, ref, (2,)) == 1.0  # ED: 1 on z=0, absent from both on z=2
+    assert slice_dice(pred, ref, (3,)) == pytest.approx((1 + 0) / 2)  # ET: false voxel on z=2
+    assert slice_dice(pred, ref, (1, 2, 3)) == pytest.approx((1 + 2 * 1 / 4) / 2)  # WT
+    slice_level = dice_scores(pred, ref, level="slice")
+    case_level = dice_scores(pred, ref)
+    assert slice_level["Dice_NCR"] == pytest.approx(5 / 6)
+    assert case_level["Dice_NCR"] == pytest.approx(2 / 3) and case_level["Dice_ET"] == 0.0
+    assert list(case_level) == [f"Dice_{c}" for c in BRATS_CLASSES]
+    # the axial axis is a parameter: stored volumes are (D, H, W)
+    moved = dice_scores(np.moveaxis(pred, -1, 0), np.moveaxis(ref, -1, 0), level="slice", axis=0)
+    assert moved == slice_level
+    empty = np.zeros_like(ref)
+    assert slice_dice(empty, empty, (1,)) == 1.0
+    with pytest.raises(ValueError, match="dice level"):
+        dice_scores(pred, ref, level="voxel")
+    with pytest.raises(ValueError, match="3D"):
+        slice_dice(pred[..., 0], ref[..., 0], (1,))
+
+
+def test_one_dice_for_every_caller():
+    """Trainer validation, predictor, robustness and the metric table give the same Dice."""
+    from fuse4seg.inference.predictor import dice_per_region
+    from fuse4seg.rmr.robustness import dice_per_class
+    from fuse4seg.train.evaluate import dice_per_label
+
+    pred, ref = _slice_case()
+    table = compute_segmentation_metrics(pred, ref)
+    assert dice_per_label(pred, ref) == {c: table[c]["Dice"] for c in ("NCR", "ED", "ET")}
+    assert dice_per_region(pred, ref) == {c: table[c]["Dice"] for c in dice_per_region(pred, ref)}
+    robust = dice_per_class(pred, ref)
+    assert {k: robust[f"Dice_{k}"] for k in ("NCR", "ED", "ET")} == dice_per_label(pred, ref)

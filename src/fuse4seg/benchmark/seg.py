@@ -5,8 +5,11 @@ Every method is trained by :class:`fuse4seg.train.trainer.Trainer` on the prepar
 ``train`` split with the same :class:`~fuse4seg.train.config.TrainConfig` (preset + YAML +
 overrides; only ``method``, the ablation flags and ``seed`` differ), so every row makes the
 same number of follower steps on the same batches. The final model (EMA leader + follower,
-no checkpoint selection) is scored on every case of the ``test`` split: 3D Dice, IoU and
-HD95 (mm, at the store's voxel spacing) of the labels NCR, ED, ET and the regions WT, TC.
+no checkpoint selection) is scored on every case of the ``test`` split: Dice, IoU and
+HD95 (mm, at the store's voxel spacing) of the labels NCR, ED, ET and the regions WT, TC. IoU
+and HD95 are 3D; Dice is 3D per case (``dice_level="case"``, default) or the 2D slice Dice of
+2D BraTS papers (``"slice"``, see :mod:`fuse4seg.metrics.segmentation`); the level is recorded
+in ``benchmark_seg.json`` and named in the tables.
 
 Methods (``--methods``; default: all):
 
@@ -79,6 +82,7 @@ import torch
 from fuse4seg.benchmark.tables import MeanStd, mean_std, to_csv, to_markdown
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
+from fuse4seg.metrics.segmentation import DICE_LEVELS
 from fuse4seg.train.rule_methods import RULE_METHOD_RULES, register_rule_methods
 
 __all__ = [
@@ -291,9 +295,10 @@ def _score_model(
     case_ids: Sequence[str],
     device: torch.device,
     example: tuple[str, int] | None,
+    dice_level: str = "case",
 ) -> tuple[list[dict], float, dict]:
     """Per-case metrics, inference ms per slice, and the example slice's fused/pred."""
-    from fuse4seg.metrics.segmentation import compute_segmentation_metrics
+    from fuse4seg.metrics.segmentation import compute_segmentation_metrics, dice_scores
     from fuse4seg.train.evaluate import predict_volume, store_spacing
 
     rows, seconds, slices, ex = [], 0.0, 0, {}
@@ -309,6 +314,8 @@ def _score_model(
         row: dict[str, Any] = {"case_id": cid}
         for metric in ("Dice", "IoU", "HD95"):
             row.update({f"{metric}_{lab}": float(scores[lab][metric]) for lab in LABELS})
+        if dice_level != "case":  # store volumes are (D, H, W): axial slices on axis 0
+            row.update(dice_scores(pred, gt, level=dice_level, axis=0))
         rows.append(row)
         if example is not None and cid == example[0]:
             z = example[1]
@@ -333,13 +340,16 @@ def _train_one(
     example: tuple[str, int] | None,
     log: Callable[[str], None] | None,
     fold: int | None = None,
+    dice_level: str = "case",
 ) -> MethodRun:
     from fuse4seg.train.trainer import Trainer
 
     cfg = dataclasses.replace(cfg_base, method=method.train_method, seed=seed, **method.flags)
     cfg = cfg.validate()
     if method.train_method == "fuse4seg-v1":
-        return _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
+        return _train_v1(
+            method, seed, cfg, store, run_dir, device, test_ids, example, log, dice_level
+        )
     networks = None
     modalities = list(store.modalities)
     if method.backbone is not None:
@@ -387,7 +397,7 @@ def _train_one(
     run.follower_steps = trainer.state.follower_steps
     run.leader_steps = trainer.state.leader_steps
     model = trainer.export_model().to(device)
-    run = _score_run(run, model, store, test_ids, device, example, log)
+    run = _score_run(run, model, store, test_ids, device, example, log, dice_level)
     mode = getattr(getattr(model.fusion_net, "config", None), "output_mode", None)
     if example is not None and mode == "weights":  # the leader's glass-box view
         from fuse4seg.train.leader_view import plot_leader_view
@@ -403,7 +413,9 @@ def _train_one(
     return run
 
 
-def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log) -> MethodRun:
+def _train_v1(
+    method, seed, cfg, store, run_dir, device, test_ids, example, log, dice_level="case"
+) -> MethodRun:
     """The first-version variant has its own two-stage loop (fuse4seg.v1), run on the shared
     schedule: pre-training for ``warmup_epochs`` and cooperative training for
     ``rollout_epochs`` (``steps_per_epoch`` batches of ``batch_size`` each); per cooperative
@@ -427,7 +439,7 @@ def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
     run.leader_steps = (v1_cfg["pretrain_epochs"] + v1_cfg["coop_epochs"]) * batches
     run.follower_steps = v1_cfg["coop_epochs"] * batches * v1_cfg["follower_steps"]
     model = load_model_file(Path(run_dir) / "model.pt").to(device)
-    run = _score_run(run, model, store, test_ids, device, example, log)
+    run = _score_run(run, model, store, test_ids, device, example, log, dice_level)
     if example is not None:  # the cross-attention of the example slice, for the report
         from fuse4seg.v1.attention_maps import attention_report_png, fuse_with_attention
 
@@ -443,11 +455,13 @@ def _train_v1(method, seed, cfg, store, run_dir, device, test_ids, example, log)
     return run
 
 
-def _score_run(run: MethodRun, model, store, test_ids, device, example, log) -> MethodRun:
+def _score_run(
+    run: MethodRun, model, store, test_ids, device, example, log, dice_level="case"
+) -> MethodRun:
     """Score a trained model on the test cases and fill ``run``'s cost columns."""
     run.parameters = sum(p.numel() for p in model.parameters())
     run.cases, run.infer_ms_per_slice, run.example = _score_model(
-        model, store, test_ids, device, example
+        model, store, test_ids, device, example, dice_level
     )
     if log:
         md = np.nanmean([_dice_mean(r) for r in run.cases])
@@ -523,10 +537,13 @@ def _summary_rows(runs: Sequence[MethodRun], order: Sequence[str], cv: bool = Fa
     return rows
 
 
-def _table_sections(summary: list[dict]) -> list[tuple[str, list[str], list[dict]]]:
+def _table_sections(
+    summary: list[dict], dice_level: str = "case"
+) -> list[tuple[str, list[str], list[dict]]]:
     """(title, columns, rows) of the Markdown / HTML tables."""
     out = []
-    for metric, title in (("Dice", "Dice"), ("IoU", "IoU"), ("HD95", "HD95 (mm)")):
+    dice_title = "Dice (3D, per case)" if dice_level == "case" else "Dice (2D, per axial slice)"
+    for metric, title in (("Dice", dice_title), ("IoU", "IoU"), ("HD95", "HD95 (mm)")):
         cols = ["method", "group", *[f"{metric}_{k}" for k in LABELS]]
         if metric != "HD95":
             cols.append(f"{metric}_mean")
@@ -559,7 +576,7 @@ def _write_reports(
     from fuse4seg.train.report import html_table, plot_slice_grid, write_html_report
 
     out = res.out_dir
-    sections = _table_sections(res.summary)
+    sections = _table_sections(res.summary, info.get("dice_level", "case"))
     md = ["# Segmentation benchmark", ""]
     hd95 = "HD95 in mm (both empty: 0; one empty: the volume diagonal, BraTS convention)."
     if info.get("folds"):
@@ -719,13 +736,17 @@ def _benchmark_folds(store, k: int, log: Callable[[str], None] | None) -> list[d
     return folds
 
 
-def _result_key(cfg_base, setting: _Setting) -> dict[str, Any]:
-    """What a stored cross-validation result must match to be reused."""
-    return {
+def _result_key(cfg_base, setting: _Setting, dice_level: str = "case") -> dict[str, Any]:
+    """What a stored cross-validation result must match to be reused (results scored with
+    3D case Dice carry no ``dice_level``: those written before the option match)."""
+    key = {
         "config": json.loads(json.dumps(cfg_base.to_dict())),
         "train_cases": list(setting.train_ids),
         "test_cases": list(setting.test_ids),
     }
+    if dice_level != "case":
+        key["dice_level"] = dice_level
+    return key
 
 
 def _save_result(run: MethodRun, run_dir: Path, key: dict[str, Any]) -> None:
@@ -761,7 +782,12 @@ def _load_results(
                 log(f"ignoring unreadable result {path}")
             continue
         key = keys.get(fold)
-        if name not in SEG_METHODS or key is None or any(data.get(k) != v for k, v in key.items()):
+        if (
+            name not in SEG_METHODS
+            or key is None
+            or any(data.get(k) != v for k, v in key.items())
+            or data.get("dice_level", "case") != key.get("dice_level", "case")
+        ):
             if log:
                 log(f"ignoring {path}: made with another config, fold set or case list")
             continue
@@ -792,6 +818,7 @@ def run_seg_benchmark(
     row_sets: Sequence[str] | None = None,
     folds: int | None = None,
     fold_ids: Sequence[int] | None = None,
+    dice_level: str = "case",
 ) -> SegBenchmarkResult:
     """Train and score the selected methods on a prepared store; write tables and report.
 
@@ -810,6 +837,8 @@ def run_seg_benchmark(
         folds: K for patient-level K-fold cross-validation (see the module docstring).
         fold_ids: the folds to run now (default: all K); results of other folds already in
             ``out_dir`` are reused in the tables.
+        dice_level: ``"case"`` (3D Dice per case) or ``"slice"`` (2D slice Dice over the
+            axial slices); IoU and HD95 are 3D either way.
 
     Returns:
         :class:`SegBenchmarkResult`; a method that fails (bad config, NaN loss) is recorded
@@ -829,6 +858,8 @@ def run_seg_benchmark(
         raise ConfigError(f"config keys {sorted(fixed)} are set per benchmark row")
     if folds is None and fold_ids:
         raise ConfigError("--fold-ids needs --folds K")
+    if dice_level not in DICE_LEVELS:
+        raise ConfigError(f"dice level must be one of {DICE_LEVELS}, got {dice_level!r}")
     if folds is not None and "fuse4seg-v1" in names:
         raise ConfigError("row fuse4seg-v1 trains on the store's split only; not with --folds")
     cfg_base = make_config(preset, config_file, **overrides)
@@ -891,6 +922,7 @@ def run_seg_benchmark(
         "config": cfg_base.to_dict(),
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
+        "dice_level": dice_level,
     }
     done: dict[tuple[str, int, int], MethodRun] = {}
     if cv:
@@ -901,7 +933,7 @@ def run_seg_benchmark(
             )
             for i, f in enumerate(fold_list)
         }
-        keys = {i: _result_key(cfg_base, st) for i, st in all_settings.items()}
+        keys = {i: _result_key(cfg_base, st, dice_level) for i, st in all_settings.items()}
         done = _load_results(out, keys, log)
         res.runs.extend(done.values())
         info.update(
@@ -968,6 +1000,7 @@ def run_seg_benchmark(
                         example if st is first else None,
                         log,
                         fold=st.fold,
+                        dice_level=dice_level,
                     )
                 except (Fuse4SegError, ValueError, RuntimeError) as exc:
                     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -979,7 +1012,7 @@ def run_seg_benchmark(
                             log(traceback.format_exc(limit=3))
                     continue
                 if cv:
-                    _save_result(run, run_dir, _result_key(cfg_base, st))
+                    _save_result(run, run_dir, _result_key(cfg_base, st, dice_level))
                 res.runs.append(run)
                 write_all(complete=False)  # partial tables after every run (long CPU runs)
     write_all(complete=True)

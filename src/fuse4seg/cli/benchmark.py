@@ -115,6 +115,16 @@ def _add_seg(sub) -> None:
             f"--{key.replace('_', '-')}", type=int, dest=key, help=f"override the preset's {key}"
         )
     p.add_argument("--max-test-cases", type=int, help="score only the first N test cases")
+    p.add_argument(
+        "--dice-level",
+        choices=("case", "slice"),
+        default="case",
+        help="case (default): one 3D Dice per test case and class, as the BraTS challenge; "
+        "slice: 2D slice Dice, as the Fuse4Seg paper reports it: the Dice of each class on "
+        "every axial slice, averaged over the slices where the ground truth or the prediction "
+        "has any tumour label (a class absent from both on such a slice scores 1). IoU and "
+        "HD95 stay 3D; the level is named in the tables and benchmark_seg.json",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
 
 
@@ -259,6 +269,7 @@ def _run_seg(args: argparse.Namespace) -> int:
         row_sets=args.rows,
         folds=args.folds,
         fold_ids=args.fold_ids,
+        dice_level=args.dice_level,
     )
     print(f"results: {args.output / 'seg_results.md'} and {args.output / 'report.html'}")
     if res.failed:

@@ -3,7 +3,9 @@
 The reference folder is a BraTS case folder or a folder of them (either edition's naming);
 predictions are ``<case>_seg.nii.gz`` or ``<case>.nii.gz`` (``.nii`` too) in ``--pred``.
 Labels of both are converted to canonical 0-3 with the reference case's edition (ET = 4 or
-3); ``--pred-labels canonical`` reads predictions that already use ET = 3.
+3); ``--pred-labels canonical`` reads predictions that already use ET = 3. Columns are
+``<metric>_<class>`` (``Dice_WT``); ``--dice-level slice`` reports 2D slice Dice instead of
+3D case Dice (:mod:`fuse4seg.metrics.segmentation`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for 2018-2022, 3 for 2023; default) or canonical (ET = 3)",
     )
     parser.add_argument(
+        "--dice-level",
+        choices=("case", "slice"),
+        default="case",
+        help="case (default): one 3D Dice per case and class, as the BraTS challenge; slice: "
+        "2D slice Dice, as 2D BraTS papers report it: the Dice of each class on every axial "
+        "slice, averaged over the slices where the reference or the prediction has any tumour "
+        "label (a class absent from both on such a slice scores 1). IoU and HD95 stay 3D",
+    )
+    parser.add_argument(
         "--all-metrics",
         action="store_true",
         help="also write sensitivity, specificity and volumes (ml) per class",
@@ -50,8 +61,11 @@ def find_prediction(pred_dir: Path, case_id: str) -> Path | None:
     return None
 
 
-def score_case(case, pred_path: Path, pred_labels: str = "edition") -> dict[str, dict]:
-    """Metrics of one case: ``{class: {metric: value}}``.
+def score_case(
+    case, pred_path: Path, pred_labels: str = "edition", dice_level: str = "case"
+) -> dict[str, dict]:
+    """Metrics of one case: ``{class: {metric: value}}`` (``Dice`` at ``dice_level``: 3D per
+    case, or 2D slice Dice over the axial slices, the NIfTI's last axis).
 
     Raises:
         InputError: unreadable files, a prediction whose shape or affine (tolerance
@@ -62,7 +76,7 @@ def score_case(case, pred_path: Path, pred_labels: str = "edition") -> dict[str,
 
     from fuse4seg.data import read_nifti, to_canonical_labels
     from fuse4seg.data.loading import AFFINE_TOLERANCE
-    from fuse4seg.metrics import compute_segmentation_metrics
+    from fuse4seg.metrics.segmentation import column, compute_segmentation_metrics, dice_scores
 
     ref_arr, ref_img = read_nifti(case.seg, as_float=False)
     pred_arr, pred_img = read_nifti(pred_path, as_float=False)
@@ -87,7 +101,12 @@ def score_case(case, pred_path: Path, pred_labels: str = "edition") -> dict[str,
     except ValueError as exc:
         raise InputError(pred_path, f"{exc} (see --pred-labels)") from None
     spacing = tuple(float(z) for z in ref_img.header.get_zooms()[:3])
-    return compute_segmentation_metrics(pred, ref, spacing)
+    scores = compute_segmentation_metrics(pred, ref, spacing)
+    if dice_level != "case":
+        level_dice = dice_scores(pred, ref, level=dice_level, axis=-1)  # axial = Z
+        for cls, values in scores.items():
+            values["Dice"] = level_dice[column("Dice", cls)]
+    return scores
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from fuse4seg.data import discover_cases
     from fuse4seg.io.atomic import atomic_path
     from fuse4seg.io.output_policy import check_output_location
-    from fuse4seg.metrics import BRATS_CLASSES, SEG_METRICS
+    from fuse4seg.metrics.segmentation import BRATS_CLASSES, SEG_METRICS, column
 
     if args.output is not None and args.output.suffix.lower() != ".csv":
         raise ConfigError(f"--output must be a .csv file, got {args.output}")
@@ -111,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise InputError(args.ref, "no case with a segmentation file found")
     metrics = SEG_METRICS if args.all_metrics else _SHORT
-    columns = [f"{c}_{m}" for c in BRATS_CLASSES for m in metrics]
+    columns = [column(m, c) for c in BRATS_CLASSES for m in metrics]
     rows: list[tuple[str, dict[str, float]]] = []
     failures: list[str] = []
     for name, message in problems:
@@ -124,12 +143,14 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(
                     args.pred, f"no prediction {case.case_id}_seg.nii.gz or {case.case_id}.nii.gz"
                 )
-            res = score_case(case, pred_path, args.pred_labels)
+            res = score_case(case, pred_path, args.pred_labels, args.dice_level)
         except Fuse4SegError as exc:
             failures.append(f"{case.case_id}: {exc}")
             print(f"FAILED {case.case_id}: {exc}", file=sys.stderr)
             continue
-        rows.append((case.case_id, {f"{c}_{m}": res[c][m] for c in BRATS_CLASSES for m in metrics}))
+        rows.append(
+            (case.case_id, {column(m, c): res[c][m] for c in BRATS_CLASSES for m in metrics})
+        )
     if not rows:
         for msg in failures:
             print(f"FAILED {msg}", file=sys.stderr)
@@ -137,14 +158,21 @@ def run(args: argparse.Namespace) -> int:
     mean = {k: float(np.nanmean([r[k] for _, r in rows])) for k in columns}
     std = {k: float(np.nanstd([r[k] for _, r in rows])) for k in columns}
     width = max(len("case"), *(len(n) for n, _ in rows)) + 2
+    if args.dice_level == "slice":
+        print("Dice: 2D slice Dice (mean over the axial slices with tumour in ref or pred)")
     for cls in BRATS_CLASSES:
         print(
             f"{cls:>4s}: "
-            + "  ".join(f"{m} {mean[f'{cls}_{m}']:.4f} +- {std[f'{cls}_{m}']:.4f}" for m in _SHORT)
+            + "  ".join(
+                f"{m} {mean[column(m, cls)]:.4f} +- {std[column(m, cls)]:.4f}" for m in _SHORT
+            )
         )
-    print("case".ljust(width) + "".join(f"{c}_Dice".rjust(10) for c in BRATS_CLASSES))
+    print("case".ljust(width) + "".join(column("Dice", c).rjust(10) for c in BRATS_CLASSES))
     for name, r in rows:
-        print(name.ljust(width) + "".join(f"{r[f'{c}_Dice']:.4f}".rjust(10) for c in BRATS_CLASSES))
+        print(
+            name.ljust(width)
+            + "".join(f"{r[column('Dice', c)]:.4f}".rjust(10) for c in BRATS_CLASSES)
+        )
     if args.output is not None:
         with atomic_path(args.output) as tmp, tmp.open("w", newline="") as fh:
             w = csv.writer(fh)

@@ -42,6 +42,7 @@ from fuse4seg.data.normalise import normalise_for_model
 from fuse4seg.data.preprocess import brain_mask, resample_slices
 from fuse4seg.device import autocast_dtype, resolve_device
 from fuse4seg.errors import ConfigError, InputError
+from fuse4seg.metrics.segmentation import BRATS_CLASSES, column, dice_scores
 from fuse4seg.models import crop_to, zero_pad_to_multiple
 
 __all__ = ["CasePrediction", "Predictor", "dice_per_region", "prepare_normaliser"]
@@ -86,23 +87,12 @@ class CasePrediction:
         return dice_per_region(self.seg, self.reference)
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(ref.sum())
-    if denom == 0:
-        return 1.0  # both empty: perfect agreement (BraTS convention)
-    return 2.0 * int(np.logical_and(pred, ref).sum()) / denom
-
-
 def dice_per_region(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Dice of canonical label volumes for NCR, ED, ET, WT, TC (``BRATS_CLASSES`` of
-    :mod:`fuse4seg.metrics.segmentation`, same convention: both empty counts as 1.0)."""
-    from fuse4seg.metrics.segmentation import BRATS_CLASSES
-
+    """3D Dice of canonical label volumes for WT, TC, ET, NCR, ED, keyed by class name
+    (:func:`fuse4seg.metrics.segmentation.dice_scores`: both empty counts as 1.0)."""
     order = ("WT", "TC", "ET", "NCR", "ED")  # regions first, then the other labels
-    return {
-        name: _dice(np.isin(pred, BRATS_CLASSES[name]), np.isin(ref, BRATS_CLASSES[name]))
-        for name in order
-    }
+    scores = dice_scores(pred, ref, {name: BRATS_CLASSES[name] for name in order})
+    return {name: scores[column("Dice", name)] for name in order}
 
 
 def _argmax_channels(p: torch.Tensor) -> torch.Tensor:

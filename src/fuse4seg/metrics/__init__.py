@@ -53,11 +53,16 @@ from fuse4seg.metrics.image_reading import IMAGE_SUFFIXES, read_gray_reference
 from fuse4seg.metrics.ms_ssim import ms_ssim
 from fuse4seg.metrics.segmentation import (
     BRATS_CLASSES,
+    DICE_LEVELS,
+    LABEL_CLASSES,
     SEG_METRICS,
     SegmentationMetrics,
     binary_metrics,
     compute_segmentation_metrics,
+    dice,
+    dice_scores,
     hd95,
+    slice_dice,
 )
 
 __all__ = [
@@ -103,9 +108,14 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "read_gray_reference",
     "BRATS_CLASSES",
+    "DICE_LEVELS",
+    "LABEL_CLASSES",
     "SEG_METRICS",
     "binary_metrics",
+    "dice",
+    "dice_scores",
     "hd95",
+    "slice_dice",
     "compute_segmentation_metrics",
     "SegmentationMetrics",
 ]

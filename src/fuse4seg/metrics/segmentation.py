@@ -8,6 +8,19 @@ and the regions WT = {1, 2, 3} and TC = {1, 3} (the ET region equals the ET labe
 Empty-mask conventions (BraTS practice): both empty -> Dice 1, IoU 1, HD95 0; one empty ->
 Dice 0, IoU 0, HD95 = the diagonal of the volume in mm (373.13 on 240 x 240 x 155 at 1 mm).
 Sensitivity is NaN when the reference is empty, specificity NaN when it fills the image.
+
+This module is the package's one Dice implementation (:func:`dice`); the trainer's
+validation, the predictor, ``benchmark seg``, the robustness benchmark and ``evaluate-seg``
+all score with it. Two levels (:data:`DICE_LEVELS`, :func:`dice_scores`):
+
+* ``case``: one Dice per class over the whole volume (3D Dice, the BraTS challenge's);
+* ``slice``: 2D slice Dice, as 2D BraTS papers report it: Dice of each class on every axial
+  slice, averaged over the slices where the ground truth **or** the prediction has any
+  tumour label (label map non-empty); on such a slice a class absent from both scores 1.
+  Slices empty in both are skipped (they would add a 1 for every class); a volume with no
+  such slice scores 1. Note: this is not the mean over the slices that contain *that class*.
+
+Tables use the column names ``<metric>_<class>`` (``Dice_WT``, ``HD95_ET``, ``Dice_mean``).
 """
 
 from __future__ import annotations
@@ -20,8 +33,14 @@ from scipy import ndimage
 
 __all__ = [
     "BRATS_CLASSES",
+    "DICE_LEVELS",
+    "LABEL_CLASSES",
     "SEG_METRICS",
     "binary_metrics",
+    "column",
+    "dice",
+    "dice_scores",
+    "slice_dice",
     "hd95",
     "compute_segmentation_metrics",
     "SegmentationMetrics",
@@ -35,6 +54,12 @@ BRATS_CLASSES: dict[str, tuple[int, ...]] = {
     "WT": (1, 2, 3),
     "TC": (1, 3),
 }
+#: the three labels (no regions): the classes the paper scores and averages as ``Dice_mean``
+LABEL_CLASSES: dict[str, tuple[int, ...]] = {
+    name: BRATS_CLASSES[name] for name in ("NCR", "ED", "ET")
+}
+#: ``case``: 3D Dice per volume; ``slice``: 2D Dice per axial slice, averaged (see above)
+DICE_LEVELS: tuple[str, ...] = ("case", "slice")
 #: Per-class metric names returned by :func:`binary_metrics`.
 SEG_METRICS: tuple[str, ...] = (
     "Dice", "IoU", "HD95", "Sensitivity", "Specificity", "VolPred_ml", "VolRef_ml",
@@ -45,6 +70,77 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def column(metric: str, cls: str) -> str:
+    """Table column of ``metric`` for class ``cls``: ``<metric>_<class>`` (``Dice_WT``)."""
+    return f"{metric}_{cls}"
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice ``2 |P & R| / (|P| + |R|)`` of two boolean masks of any shape; 1.0 when both
+    are empty (BraTS convention)."""
+    pred = _to_numpy(pred).astype(bool)
+    ref = _to_numpy(ref).astype(bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    denom = int(np.count_nonzero(pred)) + int(np.count_nonzero(ref))
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(pred & ref)) / denom
+
+
+def slice_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int], axis: int = -1) -> float:
+    """2D slice Dice of the class ``labels`` of two label maps (3D, same shape).
+
+    Dice of the class on each slice along ``axis`` (the axial axis: ``-1`` for NIfTI
+    ``(X, Y, Z)``, ``0`` for stored ``(D, H, W)``), averaged over the slices where ``pred``
+    or ``ref`` is non-empty (any label > 0); a kept slice where the class is absent from both
+    scores 1; 1.0 when no slice is kept.
+    """
+    pred = np.moveaxis(_to_numpy(pred), axis, 0)
+    ref = np.moveaxis(_to_numpy(ref), axis, 0)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    if pred.ndim != 3:
+        raise ValueError(f"slice Dice needs 3D label maps, got shape {pred.shape}")
+    kept = [z for z in range(pred.shape[0]) if pred[z].any() or ref[z].any()]
+    if not kept:
+        return 1.0
+    return float(np.mean([dice(np.isin(pred[z], labels), np.isin(ref[z], labels)) for z in kept]))
+
+
+def dice_scores(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    classes: Mapping[str, Sequence[int]] | None = None,
+    level: str = "case",
+    axis: int = -1,
+) -> dict[str, float]:
+    """Dice per class of two canonical label maps: ``{"Dice_<class>": value}``.
+
+    Args:
+        pred, ref: canonical label maps of the same shape.
+        classes: ``{name: labels}``; default :data:`BRATS_CLASSES`.
+        level: ``"case"`` (one Dice over the whole map) or ``"slice"`` (:func:`slice_dice`
+            along ``axis``, 3D maps only).
+        axis: the axial axis for ``level="slice"``.
+
+    Raises:
+        ValueError: unknown level, shapes differ.
+    """
+    if level not in DICE_LEVELS:
+        raise ValueError(f"dice level must be one of {DICE_LEVELS}, got {level!r}")
+    pred = _to_numpy(pred)
+    ref = _to_numpy(ref)
+    classes = BRATS_CLASSES if classes is None else classes
+    if level == "slice":
+        return {
+            column("Dice", name): slice_dice(pred, ref, labels, axis)
+            for name, labels in classes.items()
+        }
+    return {
+        column("Dice", name): dice(np.isin(pred, labels), np.isin(ref, labels))
+        for name, labels in classes.items()
+    }
 
 
 def _check_spacing(spacing: Sequence[float] | float, ndim: int) -> tuple[float, ...]:
@@ -119,7 +215,7 @@ def binary_metrics(
     empty = n_p + n_r == 0
     voxel_ml = float(np.prod(sp)) / 1000.0
     return {
-        "Dice": 1.0 if empty else 2.0 * tp / (n_p + n_r),
+        "Dice": dice(pred, ref),
         "IoU": 1.0 if empty else tp / (tp + fp + fn),
         "HD95": hd95(pred, ref, sp),
         "Sensitivity": tp / n_r if n_r > 0 else float("nan"),
@@ -169,8 +265,8 @@ class SegmentationMetrics:
 
         sm = SegmentationMetrics()
         sm.update("case1", pred, ref, spacing=(1, 1, 1))
-        sm.rows()        # [{"case": "case1", "WT_Dice": ..., ...}]
-        sm.aggregate()   # {"WT_Dice": {"mean": ..., "std": ..., "n": ...}, ...}
+        sm.rows()        # [{"case": "case1", "Dice_WT": ..., ...}]
+        sm.aggregate()   # {"Dice_WT": {"mean": ..., "std": ..., "n": ...}, ...}
     """
 
     def __init__(self, classes: Mapping[str, Sequence[int]] | None = None) -> None:
@@ -193,7 +289,7 @@ class SegmentationMetrics:
         row: dict[str, float | str] = {"case": case_id}
         for cls, vals in res.items():
             for metric, v in vals.items():
-                row[f"{cls}_{metric}"] = v
+                row[column(metric, cls)] = v
         self._rows.append(row)
         return res
 
@@ -201,7 +297,7 @@ class SegmentationMetrics:
         return len(self._rows)
 
     def rows(self) -> list[dict[str, float | str]]:
-        """One flat dict per case: ``case`` and ``<class>_<metric>`` columns."""
+        """One flat dict per case: ``case`` and ``<metric>_<class>`` columns."""
         return [dict(r) for r in self._rows]
 
     def aggregate(self) -> dict[str, dict[str, float]]:

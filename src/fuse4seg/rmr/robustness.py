@@ -41,6 +41,7 @@ import torch
 from fuse4seg.degradations import Degradation
 from fuse4seg.errors import Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path
+from fuse4seg.metrics.segmentation import dice_scores
 from fuse4seg.rmr.data import VolumeStore, select_modalities
 
 __all__ = [
@@ -141,13 +142,7 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
     ``pred`` and ``ref`` are integer ``(D, H, W)`` arrays; a class absent from both scores 1.
     """
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
-    out: dict[str, float] = {}
-    for k, name in CLASS_NAMES.items():
-        p, r = pred == k, ref == k
-        denom = int(p.sum()) + int(r.sum())
-        out[f"Dice_{name}"] = 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
+    out = dice_scores(pred, ref, {name: (k,) for k, name in CLASS_NAMES.items()})
     out["Dice_mean"] = float(np.mean([out[f"Dice_{n}"] for n in CLASS_NAMES.values()]))
     return out
 

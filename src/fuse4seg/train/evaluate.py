@@ -1,9 +1,10 @@
 """Evaluate a :class:`FusionSegModel` on the cases of a prepared store split.
 
 Per case: predict every kept slice (batches of axial slices), stack to a 3D label volume
-``(D, H, W)`` and score it. :func:`quick_dice` (per-epoch validation) computes per-case 3D
-Dice of NCR / ED / ET and their mean; :func:`evaluate_cases` (final evaluation) scores
-Dice / IoU / HD95 of NCR, ED, ET, WT and TC with :mod:`fuse4seg.metrics`.
+``(D, H, W)`` and score it with :mod:`fuse4seg.metrics.segmentation` (the one Dice).
+:func:`quick_dice` (per-epoch validation) computes per-case 3D Dice of NCR / ED / ET and their
+mean; :func:`evaluate_cases` (final evaluation) scores Dice / IoU / HD95 of NCR, ED, ET, WT
+and TC (Dice per case or, ``dice_level="slice"``, 2D slice Dice).
 
 A "store" is anything with ``case_ids(split)``, ``image(case_id) -> (D, M, H, W)`` and
 ``label(case_id) -> (D, H, W)`` (:class:`fuse4seg.data.PreparedStore`).
@@ -16,6 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fuse4seg.metrics.segmentation import (
+    LABEL_CLASSES,
+    column,
+    compute_segmentation_metrics,
+    dice_scores,
+)
 
 __all__ = [
     "LABEL_REGIONS",
@@ -69,13 +77,10 @@ def predict_volume(
 
 
 def dice_per_label(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """3D Dice of NCR / ED / ET (1.0 when both prediction and truth are empty)."""
-    out = {}
-    for name, lab in LABEL_REGIONS.items():
-        p, g = pred == lab, gt == lab
-        denom = int(p.sum()) + int(g.sum())
-        out[name] = 1.0 if denom == 0 else 2.0 * int((p & g).sum()) / denom
-    return out
+    """3D Dice of NCR / ED / ET, keyed by label name (1.0 when both prediction and truth are
+    empty; :func:`fuse4seg.metrics.segmentation.dice_scores`)."""
+    scores = dice_scores(pred, gt, LABEL_CLASSES)
+    return {name: scores[column("Dice", name)] for name in LABEL_REGIONS}
 
 
 def quick_dice(
@@ -117,16 +122,19 @@ def evaluate_cases(
     case_ids: Sequence[str],
     device: torch.device | str = "cpu",
     batch_size: int = 16,
+    dice_level: str = "case",
 ) -> list[dict[str, Any]]:
     """Per-case Dice / IoU / HD95 (mm) for NCR, ED, ET, WT, TC via
     :func:`fuse4seg.metrics.compute_segmentation_metrics` (3D, stored volumes).
+
+    Args:
+        dice_level: ``"case"`` (3D Dice per case) or ``"slice"`` (2D slice Dice over the
+            axial slices, see :mod:`fuse4seg.metrics.segmentation`); IoU and HD95 stay 3D.
 
     Returns:
         One dict per case: ``{"case_id": str, "Dice_NCR": ..., "IoU_NCR": ...,
         "HD95_NCR": ..., ...}``.
     """
-    from fuse4seg.metrics import compute_segmentation_metrics
-
     rows = []
     for cid in case_ids:
         pred, _ = predict_volume(model, store.image(cid), device, batch_size)
@@ -135,7 +143,9 @@ def evaluate_cases(
         row: dict[str, Any] = {"case_id": cid}
         for region, values in scores.items():
             for metric in ("Dice", "IoU", "HD95"):
-                row[f"{metric}_{region}"] = float(values[metric])
+                row[column(metric, region)] = float(values[metric])
+        if dice_level != "case":  # store volumes are (D, H, W): axial slices on axis 0
+            row.update(dice_scores(pred, gt, level=dice_level, axis=0))
         rows.append(row)
     return rows
 
