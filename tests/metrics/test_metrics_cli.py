@@ -80,6 +80,13 @@ def test_evaluate_fusion_metrics_all_and_chosen(fusion_dirs, tmp_path, capsys):
     for name in rows2[0][1:]:  # same values as in the full run
         i, j = rows[0].index(name), rows2[0].index(name)
         assert [r[j] for r in rows2[1:]] == [r[i] for r in rows[1:]], name
+    mean = tmp_path / "mean.csv"
+    assert main([*args, "--metrics", "SSIM,Qabf", "--over-sources", "mean", "-o", str(mean)]) == 0
+    rows3 = _read_csv(mean)
+    for r_all, r_mean in zip(rows[1:], rows3[1:], strict=True):
+        ssim = float(r_all[rows[0].index("SSIM")])
+        assert float(r_mean[1]) == pytest.approx(ssim / 2, rel=1e-12)
+        assert r_mean[2] == r_all[rows[0].index("Qabf")]
     capsys.readouterr()
     assert main([*args, "--metrics", "EN,Qxyz"]) == 2
     assert "unknown metric 'Qxyz'" in capsys.readouterr().err

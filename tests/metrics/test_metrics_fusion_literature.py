@@ -58,6 +58,22 @@ def test_metric_count_and_every_metric_runs():
             assert v.shape == (2,) and v.dtype == torch.float64 and torch.isfinite(v).all(), n
 
 
+def test_over_sources_sum_or_mean():
+    a, b = _noise(13, (1, 48, 48)), _noise(14, (1, 48, 48))
+    f = (a + b) / 2
+    names = ["MI", "SSIM", "NMI", "CE", "CC", "Qabf"]
+    base = compute_fusion_metrics(_pair(a, b), f, metrics=names)
+    mean = compute_fusion_metrics(_pair(a, b), f, metrics=names, over_sources="mean")
+    total = compute_fusion_metrics(_pair(a, b), f, metrics=names, over_sources="sum")
+    for n in ("MI", "SSIM", "NMI"):  # summed by default
+        assert torch.allclose(mean[n], base[n] / 2) and torch.equal(total[n], base[n])
+    for n in ("CE", "CC"):  # averaged by default
+        assert torch.allclose(total[n], base[n] * 2) and torch.equal(mean[n], base[n])
+    assert torch.equal(mean["Qabf"], base["Qabf"]) and torch.equal(total["Qabf"], base["Qabf"])
+    with pytest.raises(ValueError, match="over_sources"):
+        compute_fusion_metrics(_pair(a, b), f, metrics=names, over_sources="max")
+
+
 def test_cross_entropy_hand_value():
     a = _tile([[0, 0], [255, 255]])  # p_A = (1/2, 1/2)
     f = _tile([[0, 255], [255, 255]])  # p_F = (1/4, 3/4)

@@ -85,6 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for CE, RMSE, MSE, Qcv, Nabf, Labf; Qsf is best at 0. See docs/metrics.md. "
         "Default: default.",
     )
+    parser.add_argument(
+        "--over-sources",
+        choices=("default", "sum", "mean"),
+        default="default",
+        help="per-source metrics summed or averaged over the two sources: default = as each "
+        "metric's defining code (MI, VIF, SSIM, FMI, MS-SSIM, NMI, TE summed as in the "
+        "reference evaluator and MEFB; CE, RMSE, MSE, CC averaged as in VIFB); mean gives "
+        "e.g. TDFusion's SSIM and VIF. Default: default.",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write per-image values to this CSV")
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda[:N] or mps (default auto)"
@@ -178,11 +187,16 @@ def run(args: argparse.Namespace) -> int:
             sizes = ", ".join(f"{p} {i.shape}" for p, i in zip((pa, pb, pf), imgs, strict=True))
             raise InputError(pf, f"image sizes differ: {sizes}")
         t = torch.from_numpy(np.stack(imgs)).to(device)  # (3, H, W)
-        vals = compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, required)
+        over = args.over_sources
+        vals = compute_fusion_metrics(
+            t[None, :2], t[None, 2], args.convention, required, over_sources=over
+        )
         for name in optional:
             try:
                 vals.update(
-                    compute_fusion_metrics(t[None, :2], t[None, 2], args.convention, [name])
+                    compute_fusion_metrics(
+                        t[None, :2], t[None, 2], args.convention, [name], over_sources=over
+                    )
                 )
             except ValueError:  # image too small for this metric
                 vals[name] = torch.full((1,), math.nan, dtype=torch.float64)

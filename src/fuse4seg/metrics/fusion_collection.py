@@ -18,6 +18,9 @@ __all__ = [
     "LITERATURE_FUSION_METRICS",
     "ALL_FUSION_METRICS",
     "LOWER_IS_BETTER",
+    "SUMMED_OVER_SOURCES",
+    "AVERAGED_OVER_SOURCES",
+    "OVER_SOURCES",
     "compute_fusion_metrics",
     "FusionMetrics",
 ]
@@ -37,6 +40,14 @@ LITERATURE_FUSION_METRICS: tuple[str, ...] = (
 ALL_FUSION_METRICS: tuple[str, ...] = (
     FUSION_METRICS + EXTRA_FUSION_METRICS + LITERATURE_FUSION_METRICS
 )
+#: Per-source metrics that the defining code sums over the sources, and those it averages;
+#: ``over_sources="sum" | "mean"`` puts all of them on one footing (the others pool the
+#: sources inside the formula and are not affected).
+SUMMED_OVER_SOURCES: frozenset[str] = frozenset(
+    {"MI", "VIF", "SSIM", "FMI", "MS-SSIM", "NMI", "TE"}
+)
+AVERAGED_OVER_SOURCES: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "CC"})
+OVER_SOURCES: tuple[str, ...] = ("default", "sum", "mean")
 #: Metrics for which a smaller value is better (Qsf: closer to 0 is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "Qcv", "Nabf", "Labf"})
 
@@ -86,6 +97,7 @@ def compute_fusion_metrics(
     data_range: float = 255.0,
     chunk_size: int | None = None,
     num_workers: int | None = None,
+    over_sources: str = "default",
 ) -> dict[str, torch.Tensor]:
     """Compute fusion metrics for a batch of fused images.
 
@@ -101,6 +113,10 @@ def compute_fusion_metrics(
         num_workers: CPU threads scoring chunks concurrently; default
             ``torch.get_num_threads()``. Only used on CPU with the compiled kernels (they run
             without the GIL); 1 scores the chunks one after the other.
+        over_sources: "default" (each metric as its defining code: the reference evaluator
+            sums MI, VIF and SSIM; VIFB averages CE and RMSE, ...), "sum" or "mean": every
+            per-source metric (``SUMMED_OVER_SOURCES | AVERAGED_OVER_SOURCES``) summed or
+            averaged over the S sources (e.g. "mean" gives TDFusion's SSIM and VIF).
 
     Returns:
         ``{name: (B,) float64 tensor}`` in the order requested.
@@ -109,6 +125,8 @@ def compute_fusion_metrics(
         ValueError: unknown metric or convention, or mismatching shapes.
     """
     fm._check_convention(convention)
+    if over_sources not in OVER_SOURCES:
+        raise ValueError(f"over_sources must be one of {OVER_SOURCES}, got {over_sources!r}")
     names = list(FUSION_METRICS if metrics is None else metrics)
     table = _table(convention, data_range)
     unknown = [n for n in names if n not in table]
@@ -149,7 +167,14 @@ def compute_fusion_metrics(
             chunks = list(pool.map(score, starts))
     else:
         chunks = [score(start) for start in starts]
-    return {n: torch.cat([c[n] for c in chunks]) for n in names}
+    out = {n: torch.cat([c[n] for c in chunks]) for n in names}
+    n_src = src.shape[1]
+    for n in names:
+        if over_sources == "mean" and n in SUMMED_OVER_SOURCES:
+            out[n] = out[n] / n_src
+        elif over_sources == "sum" and n in AVERAGED_OVER_SOURCES:
+            out[n] = out[n] * n_src
+    return out
 
 
 class FusionMetrics:
