@@ -305,25 +305,17 @@ def _run_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _robustness_adapter(path: Path, device: str):
-    """RMR-Fusion model -> RMRAdapter; any other fuse4seg model -> SliceAdapter(Predictor)."""
-    import torch
-
-    from fuse4seg.errors import ModelFileError
-    from fuse4seg.rmr.robustness import RMRAdapter, SliceAdapter
-
-    if not path.is_file():
-        raise ModelFileError(path, "model file not found")
-    try:
-        method = torch.load(path, map_location="cpu", weights_only=True).get("method")
-    except Exception as exc:  # truncated file, foreign pickle, not a dict
-        raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from None
-    if method == "rmr3d":
-        return RMRAdapter.from_file(path, device), method
+def _robustness_adapter(path: Path, device):
+    """A 3D model (RMR-Fusion) -> RMRAdapter; any other fuse4seg model -> SliceAdapter."""
     from fuse4seg.inference.predictor import Predictor
     from fuse4seg.models.model_file import load_model_file
+    from fuse4seg.rmr.robustness import RMRAdapter, SliceAdapter
 
-    predictor = Predictor(load_model_file(path, device), device=device)
+    model = load_model_file(path, device)  # ModelFileError names the file
+    method = getattr(model, "method", None)
+    if getattr(model, "spatial_dims", 2) == 3:
+        return RMRAdapter(model), method
+    predictor = Predictor(model, device=device)
     predictor.scale = 1.0  # store slices are already at the training resolution
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
 
