@@ -690,8 +690,9 @@ def q_cb(
     ``exp(-(r / 15.3870)^2) - 0.7622 exp(-(r / 1.3456)^2)`` (r: MATLAB ``freqspace`` radius
     times (W/30, H/30)); local contrast ``C = |G2 * I / G4 * I - 1|`` with unnormalised 31x31
     Gaussians (sigma 2 and 4, zero padding); masked contrast ``C' = C^3 / (C^2 + 1e-4)``;
-    ``Q_sF = min(C'_s, C'_F) / max(C'_s, C'_F)`` (as the toolbox: C'_s/C'_F where C'_s < C'_F,
-    else C'_F/C'_s); saliency l_s = C'_s^2 / sum_t C'_t^2;
+    ``Q_sF = min(C'_s, C'_F) / max(C'_s, C'_F)`` (the toolbox computes it as a masked sum,
+    which is NaN where a C' is exactly 0: reproduced in the reference convention);
+    saliency l_s = C'_s^2 / sum_t C'_t^2 (NaN where all are 0, as in the toolbox);
     ``Q = mean(sum_s l_s Q_sF)``. Reference: images stretched to 0-255 (``normalize1``).
     """
     fm._check_convention(convention)
@@ -715,6 +716,10 @@ def q_cb(
     cp = c.pow(3) / (c.square() + 1e-4)
     cp = cp.view(b, s + 1, h, w)
     c_s, c_f = cp[:, :s], cp[:, s:]
-    q = torch.where(c_s < c_f, c_s / c_f, c_f / c_s)
+    if convention == "reference":  # the toolbox's masked sum: 0 * inf = NaN where C' = 0
+        mask = (c_s < c_f).to(c_s.dtype)
+        q = (c_s / c_f) * mask + (c_f / c_s) * (1 - mask)
+    else:
+        q = torch.where(c_s < c_f, c_s / c_f, c_f / c_s)
     lam = c_s.square() / c_s.square().sum(1, keepdim=True)
     return (lam * q).sum(1).flatten(1).mean(1).double()
