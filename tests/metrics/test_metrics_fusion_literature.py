@@ -280,6 +280,25 @@ def test_grey_files_skip_the_colour_conversion_exactly(tmp_path):
         assert got.dtype == np.float32 and np.array_equal(got, v), name
 
 
+def test_compiled_grey_conversion_matches_the_numpy_emulation(monkeypatch, harvard_dir):
+    from PIL import Image
+
+    from fuse4seg.metrics import _kernels
+    from fuse4seg.metrics.image_reading import rgb_to_gray_reference
+
+    if not _kernels.available():
+        pytest.skip("Numba not installed")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)]
+    for sub in ("MRI_PET/PET", "MRI_SPECT/SPECT"):
+        for p in sorted((harvard_dir / sub).glob("*.png"))[:5]:
+            images.append(np.asarray(Image.open(p).convert("RGB")))
+    compiled = [rgb_to_gray_reference(x) for x in images]
+    monkeypatch.setenv("FUSE4SEG_METRICS_BACKEND", "torch")
+    for x, got in zip(images, compiled, strict=True):
+        assert np.array_equal(got, rgb_to_gray_reference(x))
+
+
 def test_two_source_metrics_reject_three_sources():
     a = _noise(12, (1, 3, 24, 24))
     for fn in (q_c, q_y):

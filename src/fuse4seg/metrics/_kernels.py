@@ -625,3 +625,22 @@ def scd(a, b, f):  # pragma: no cover - compiled
         xx2 += x2 * x2
         yy2 += y2 * y2
     return xy1 / math.sqrt(xx1 * yy1) + xy2 / math.sqrt(xx2 * yy2)
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def gray_reference(rgb, consts, out):  # pragma: no cover - compiled
+    """OpenCV's float ``BGR2GRAY`` then round half to even, of 8-bit ``rgb`` (H, W, 3) into
+    float32 ``out`` (H, W): ``fma(R, cr, fma(B, cb, G * cg))`` in float32, each fused step
+    exact in float64 and rounded once (as ``image_reading.rgb_to_gray_reference``).
+    ``consts`` = (cr, cg, cb) as float64 values of the float32 weights."""
+    cr, cg, cb = consts[0], consts[1], consts[2]
+    h, w = out.shape
+    for i in range(h):
+        for j in range(w):
+            t = np.float64(np.float32(rgb[i, j, 1] * cg))
+            t = np.float64(np.float32(rgb[i, j, 2] * cb + t))
+            y = np.float64(np.float32(rgb[i, j, 0] * cr + t))
+            r = math.floor(y + 0.5)
+            if r - y == 0.5 and r % 2.0 == 1.0:  # a tie: to even
+                r -= 1.0
+            out[i, j] = r

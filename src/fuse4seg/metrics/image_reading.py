@@ -20,6 +20,7 @@ __all__ = ["IMAGE_SUFFIXES", "read_gray_reference", "rgb_to_gray_reference"]
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _CR, _CG, _CB = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+_WEIGHTS64 = np.array([_CR, _CG, _CB], dtype=np.float64)
 
 
 def rgb_to_gray_reference(rgb: np.ndarray) -> np.ndarray:
@@ -33,6 +34,12 @@ def rgb_to_gray_reference(rgb: np.ndarray) -> np.ndarray:
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    from fuse4seg.metrics import _kernels
+
+    if _kernels.available() and rgb.dtype == np.uint8:  # the same arithmetic, compiled
+        out = np.empty(rgb.shape[:2], dtype=np.float32)
+        _kernels.gray_reference(np.ascontiguousarray(rgb), _WEIGHTS64, out)
+        return out
     x = rgb.astype(np.float64)
     t = (x[..., 1] * np.float64(_CG)).astype(np.float32).astype(np.float64)
     t = (x[..., 2] * np.float64(_CB) + t).astype(np.float32).astype(np.float64)
