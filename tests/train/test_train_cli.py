@@ -104,3 +104,32 @@ def test_cli_train_warns_when_the_leader_never_left_the_warm_up(tiny_store, tmp_
     with pytest.warns(InputWarning, match="leader made no optimiser step"):
         assert main(_args(tiny_store, tmp_path / "run", cfg, "--max-steps", "1")) == 0
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_demo_report_helpers_per_case_spread_and_reading():
+    import numpy as np
+
+    from fuse4seg.train.demo import _interpretation, _per_case_table
+    from fuse4seg.train.report import html_table
+
+    nan = float("nan")
+    per_case = {
+        "fuse4seg": [
+            {"case_id": "a", "Dice_NCR": 0.2, "Dice_ED": 0.8, "Dice_ET": 0.5},
+            {"case_id": "b", "Dice_NCR": nan, "Dice_ED": 0.6, "Dice_ET": 0.8},
+        ],
+        "average": [
+            {"case_id": "a", "Dice_NCR": 0.4, "Dice_ED": 0.4, "Dice_ET": 0.4},
+            {"case_id": "b", "Dice_NCR": 0.4, "Dice_ED": 0.4, "Dice_ET": 0.4},
+        ],
+    }
+    header, rows, spread = _per_case_table(per_case)
+    assert header == ["case", "fuse4seg", "average"]
+    # case b: NCR absent from both masks, so its mean is over ED and ET: 0.7
+    assert [r[0] for r in rows] == ["a", "b", "mean", "sd over cases"]
+    np.testing.assert_allclose([r[1:] for r in rows[:3]], [[0.5, 0.4], [0.7, 0.4], [0.6, 0.4]])
+    assert abs(spread["fuse4seg"][1] - 0.1414) < 1e-3
+    text = _interpretation(spread, 2)
+    assert "fuse4seg 0.600, average 0.400" in text and "+0.200" in text
+    table = html_table(["m", "HD95"], [["x", 3.0], ["y", 2.0]], bold_min_columns=(1,))
+    assert "<b>2.000</b>" in table and "<b>3.000</b>" not in table

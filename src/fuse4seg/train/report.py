@@ -168,8 +168,15 @@ def plot_slice_grid(rows: Sequence[Mapping[str, Any]], out_png: str | Path) -> N
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(name, fontsize=8)
-            if c == 0 and row.get("title"):
-                ax.set_ylabel(row["title"], fontsize=7)
+            if c == 0 and row.get("title"):  # horizontal, readable: "case\nz=..."
+                ax.set_ylabel(
+                    row["title"].replace(" z=", "\nz="),
+                    fontsize=9,
+                    rotation=0,
+                    ha="right",
+                    va="center",
+                    labelpad=4,
+                )
     fig.tight_layout()
     _save_figure(fig, out_png)
 
@@ -186,13 +193,16 @@ def html_table(
     caption: str = "",
     digits: int = 3,
     bold_max_columns: Sequence[int] = (),
+    bold_min_columns: Sequence[int] = (),
 ) -> str:
-    """An HTML ``<table>``; in ``bold_max_columns`` the largest value is bold."""
+    """An HTML ``<table>``; the best value is bold: the largest in ``bold_max_columns``
+    (higher is better, e.g. Dice), the smallest in ``bold_min_columns`` (e.g. HD95)."""
     best = {}
-    for c in bold_max_columns:
-        vals = [r[c] for r in rows if isinstance(r[c], (int, float)) and r[c] == r[c]]
-        if vals:
-            best[c] = max(vals)
+    for columns, pick in ((bold_max_columns, max), (bold_min_columns, min)):
+        for c in columns:
+            vals = [r[c] for r in rows if isinstance(r[c], (int, float)) and r[c] == r[c]]
+            if vals:
+                best[c] = pick(vals)
     out = ["<table>"]
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
