@@ -188,3 +188,61 @@ def test_train_cli_reaches_the_switches_through_v1_overrides(tmp_path):
     assert lines and all(
         math.isfinite(v) for r in lines for v in r.values() if isinstance(v, float)
     )
+
+
+def test_without_reconstruction_decoder_segmentation_reads_the_fused_embedding(tmp_path):
+    from fuse4seg.models import create_seg_net
+    from fuse4seg.models.model_file import FusionSegModel, load_model_file, save_model_file
+
+    torch.manual_seed(0)
+    full = FusionNetV1(**TINY)
+    torch.manual_seed(0)
+    net = FusionNetV1(**TINY, recon_decoder=False).eval()
+    assert (full.seg_channels, net.seg_channels) == (1, 16)  # 2C, C = dim 8
+    x = torch.rand(2, 2, 20, 24)
+    with torch.no_grad():
+        assert full(x).seg_input is None
+        out = net(x)
+        low, high = net.encode(x)  # (B, 2, C, 10, 12): downsample 2
+        phi = [net.embed_proj(torch.cat([low[:, m], high[:, m]], 1)) for m in (0, 1)]
+        a_low, a_high = net.attn_out(net.cross_attention(*phi).fused).chunk(2, 1)
+        low_f = net.low_fuse(low[:, 0] + low[:, 1]) + a_low
+        high_f = net.high_fuse(high[:, 0] + high[:, 1]) + a_high
+        emb = F.interpolate(torch.cat([low_f, high_f], 1), size=(20, 24), mode="bilinear")
+    assert out.fused.shape == (2, 1, 20, 24) and out.seg_input.shape == (2, 16, 20, 24)
+    torch.testing.assert_close(out.seg_input, emb)
+    torch.testing.assert_close(out.fused, net.decoder(low_f, high_f))  # still decoded (eq. 13)
+    # the segmentation loss reaches the encoder but not the decoder
+    seg = create_seg_net("tiny", net.seg_channels, num_classes=4)
+    seg(net(x).seg_input).logsumexp(1).mean().backward()
+    assert all(p.grad is None for p in net.decoder.parameters())
+    assert any(p.grad is not None for p in net.encoder.parameters())
+    # model file: the segmentation network is fed the embedding after a round trip
+    model = FusionSegModel("fuse4seg-v1", ["t1ce", "flair"], seg.eval(), fusion_net=net)
+    save_model_file(model, tmp_path / "model.pt")
+    loaded = load_model_file(tmp_path / "model.pt")
+    with torch.no_grad():
+        fused, logits = loaded(x)
+        torch.testing.assert_close(logits, seg(net(x).seg_input))
+    assert fused.shape == (2, 1, 20, 24)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["segmentation"]["in_channels"] == 16
+
+
+def test_cooperative_batch_without_reconstruction_decoder():
+    from fuse4seg.v1.cooperative import cooperative_batch
+    from fuse4seg.v1.runner import build_v1_networks
+
+    torch.manual_seed(0)
+    cfg = make_v1_config("tiny", {"recon_decoder": False})
+    with pytest.raises(ConfigError, match="recon_decoder"):
+        make_v1_config("tiny", {"recon_decoder": "no"})
+    fusion, discs, seg = build_v1_networks(cfg)
+    assert fusion.seg_channels == 2 * cfg.dim
+    state = CooperativeState(
+        fusion, seg, discs, torch.optim.Adam(fusion.parameters(), lr=1e-3),
+        make_seg_sgd(seg, cfg), torch.optim.Adam(discs.parameters(), lr=1e-3), make_seg_loss(cfg),
+    )  # fmt: skip
+    x, y = torch.rand(2, 2, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    terms = cooperative_batch(state, x, y, cfg)
+    assert all(math.isfinite(v) for v in terms.values())
+    assert {"seg", "upper_seg", "grad", "adv_f", "adv_d"} <= set(terms)

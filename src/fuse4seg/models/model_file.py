@@ -184,7 +184,15 @@ class FusionSegModel(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """``x (B, M, H, W)`` -> ``(fused (B, 1, H, W) | None, logits (B, C, H, W))``."""
+        """``x (B, M, H, W)`` -> ``(fused (B, 1, H, W) | None, logits (B, C, H, W))``.
+
+        A leader whose output carries a ``seg_input`` (fuse4seg-v1 without its
+        reconstruction decoder: the fused embedding) feeds that to ``seg_net``."""
+        if self.fusion_net is not None:
+            self._check(x)
+            out = self.fusion_net(x)
+            seg_in = getattr(out, "seg_input", None)
+            return out.fused, self.seg_net(out.fused if seg_in is None else seg_in)
         fused = self.fuse(x)
         logits = self.seg_net(x if fused is None else fused)
         return fused, logits
@@ -232,6 +240,7 @@ def save_model_file(model: FusionSegModel, path: str | Path) -> None:
             "state_dict": model.fusion_net.state_dict(),
         }
     in_channels = 1 if (model.fusion_net is not None or model.fusion_rule) else model.num_modalities
+    in_channels = getattr(model.fusion_net, "seg_channels", in_channels)  # v1: fused embedding
     payload = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,

@@ -13,7 +13,8 @@ the cooperative training stage. Presets are plain dicts of overrides:
 
 ``base`` and ``tiny`` keep the ``unit`` gradient convention (their runs are unchanged).
 Switches of the paper's ablations and options: ``gan_loss`` (``lsgan`` default, ``log`` =
-eqs. 9-12 as written), ``cross_attention: false`` ("w/o cross-attention mechanism").
+eqs. 9-12 as written), ``cross_attention: false`` ("w/o cross-attention mechanism"),
+``recon_decoder: false`` ("w/o Reconstruction Decoder": segmentation on the fused embedding).
 
 Values the paper does not give (lambda, sigma of eq. 9, the eq. 6 weight of the fusion
 loss, the adversarial weight of eq. 13, the discriminator sizes) are our choices and are
@@ -38,6 +39,7 @@ V1_LEGACY_DEFAULTS: dict[str, Any] = {
     "grad_convention": "unit",
     "gan_loss": "lsgan",
     "cross_attention": True,
+    "recon_decoder": True,
 }
 
 
@@ -58,6 +60,7 @@ class V1Config:
     downsample: int = 2  # encoder works at H/downsample (strided embed, pixel-shuffle up)
     attn_grid: int = 16  # token grid side of the cross-attention (see attention.py)
     cross_attention: bool = True  # False = ablation "w/o cross-attention mechanism"
+    recon_decoder: bool = True  # False = ablation "w/o Reconstruction Decoder" (seg on embedding)
     disc_width: int = 16  # discriminator first-layer channels (ours)
     disc_depth: int = 3  # discriminator stride-2 layers (ours)
     seg_preset: str = "base"  # SegNet preset (fuse4seg.models), input = fused image
@@ -145,10 +148,11 @@ class V1Config:
             raise ConfigError(
                 f"config key 'gan_loss' must be one of {list(GAN_LOSSES)}, got {self.gan_loss!r}"
             )
-        if not isinstance(self.cross_attention, bool):
-            raise ConfigError(
-                f"config key 'cross_attention' must be true or false, got {self.cross_attention!r}"
-            )
+        for key in ("cross_attention", "recon_decoder"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(
+                    f"config key {key!r} must be true or false, got {getattr(self, key)!r}"
+                )
         if self.modalities is not None and len(self.modalities) != 2:
             raise ConfigError(
                 f"fuse4seg-v1 fuses exactly 2 modalities, got {list(self.modalities)}"

@@ -37,7 +37,7 @@ from fuse4seg.losses import DiceCELoss
 
 from .config import V1Config
 from .losses import fusion_text_loss
-from .networks import FusionNetV1
+from .networks import FusionNetV1, FusionV1Output
 from .pretrain import discriminator_loss, frozen_params
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "lower_level_step",
     "upper_level_step",
     "cooperative_batch",
+    "seg_input",
     "V1_METHOD_NAME",
     "register_v1_method",
 ]
@@ -82,6 +83,12 @@ def make_seg_loss(cfg: V1Config) -> DiceCELoss:
     return DiceCELoss(cfg.num_classes, dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
 
 
+def seg_input(out: FusionV1Output) -> torch.Tensor:
+    """What the segmentation network reads: the fused image ``(B, 1, H, W)``, or the fused
+    embedding ``(B, 2C, H, W)`` of a network without the reconstruction decoder."""
+    return out.fused if out.seg_input is None else out.seg_input
+
+
 def _check_finite(loss: torch.Tensor, what: str) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite {what} loss {float(loss)}")
@@ -104,7 +111,8 @@ def coop_discriminator_step(
 
 
 def lower_level_step(state: CooperativeState, fused: torch.Tensor, y: torch.Tensor) -> float:
-    """One segmentation (follower) SGD step on a detached fused image (B, 1, H, W)."""
+    """One segmentation (follower) SGD step on a detached fused image (B, 1, H, W) (or
+    fused embedding, see :func:`seg_input`)."""
     state.seg.train()
     loss = state.seg_loss(state.seg(fused.detach()), y)
     _check_finite(loss, "segmentation")
@@ -123,8 +131,9 @@ def upper_level_step(
     state.seg.eval()
     try:
         with frozen_params(state.seg), frozen_params(state.discriminators):
-            fused = state.fusion(x).fused
-            seg_term = state.seg_loss(state.seg(fused), y)
+            out = state.fusion(x)
+            fused = out.fused
+            seg_term = state.seg_loss(state.seg(seg_input(out)), y)
             text, grad, adv = fusion_text_loss(
                 fused, x, state.discriminators, cfg.adv_weight_fusion, cfg.grad_convention,
                 cfg.gan_loss,
@@ -150,7 +159,7 @@ def cooperative_batch(
     """Discriminator step, ``follower_steps`` lower-level steps, one upper-level step."""
     terms = {"adv_d": coop_discriminator_step(state, x, cfg.gan_loss)}
     with torch.no_grad():
-        fused = state.fusion(x).fused
+        fused = seg_input(state.fusion(x))
     for _ in range(cfg.follower_steps):
         terms["seg"] = lower_level_step(state, fused, y)
     terms.update(upper_level_step(state, x, y, cfg))

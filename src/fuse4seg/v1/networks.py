@@ -19,6 +19,12 @@ With ``cross_attention=False`` (the paper's "w/o cross-attention mechanism" abla
 ``Phi`` projection, the cross-attention and its output projection do not exist and
 ``F = Decoder(low_f, high_f)``; the output then has no attention maps.
 
+With ``recon_decoder=False`` (the paper's "w/o Reconstruction Decoder" ablation) the
+segmentation network reads the fused embedding ``cat(low_f + a_low, high_f + a_high)``
+(``seg_input``, (B, 2C, H, W), bilinearly upsampled from the encoder resolution) instead of
+the decoded image; the decoder still decodes ``F`` from it for eq. 13 and for display, but the
+segmentation loss no longer passes through it.
+
 The decoder is the one trained in the pre-training stage (shared between reconstruction
 and fusion). The cross-attention runs on a token grid of at most ``attn_grid^2`` tokens
 (see :mod:`fuse4seg.v1.attention`). Layers come from :mod:`fuse4seg.models.layers`.
@@ -64,6 +70,7 @@ class FusionV1Config:
     downsample: int = 2  # encoder resolution H / downsample (1, 2 or 4)
     attn_grid: int = 16  # max token-grid side of the cross-attention and low-branch keys
     cross_attention: bool = True  # False: ablation "w/o cross-attention mechanism"
+    recon_decoder: bool = True  # False: ablation "w/o Reconstruction Decoder" (seg on embedding)
 
     def validate(self) -> FusionV1Config:
         if self.arch != "v1":
@@ -86,13 +93,16 @@ class FusionV1Output(NamedTuple):
     """``fused`` (B, 1, H, W) in [0, 1]; ``low`` / ``high`` (B, M, C, h, w);
     ``attention`` (B, heads, N_q, N_k), rows sum to one over keys; ``attention_grid``
     (g_h, g_w) with ``N_q = N_k = g_h * g_w`` (tokens in row-major order). Both ``None``
-    for a network without cross-attention (``cross_attention=False``)."""
+    for a network without cross-attention (``cross_attention=False``). ``seg_input``: what
+    the segmentation network reads instead of ``fused`` (the fused embedding (B, 2C, H, W)
+    with ``recon_decoder=False``), else ``None``."""
 
     fused: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
     attention: torch.Tensor | None
     attention_grid: tuple[int, int] | None
+    seg_input: torch.Tensor | None = None
 
 
 class ReconstructionOutput(NamedTuple):
@@ -185,6 +195,12 @@ class FusionNetV1(nn.Module):
             self.cross_attention = CrossAttentionFusion(c, cfg.heads, cfg.attn_grid)
             self.attn_out = nn.Conv2d(c, 2 * c, 1)
 
+    @property
+    def seg_channels(self) -> int:
+        """Channels of the segmentation network's input: 1 (the fused image), or 2C (the
+        fused embedding, ``recon_decoder=False``)."""
+        return 1 if self.config.recon_decoder else 2 * self.config.dim
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FusionNetV1:
         """Rebuild from ``dataclasses.asdict(net.config)`` (unknown keys are errors)."""
@@ -241,15 +257,22 @@ class FusionNetV1(nn.Module):
         low, high = self._encode_all(xp)  # (B, 2, C, h', w')
         low_f = self.low_fuse(low[:, 0] + low[:, 1])
         high_f = self.high_fuse(high[:, 0] + high[:, 1])
-        if not self.config.cross_attention:
-            fused = self.decoder(low_f, high_f)[..., :h, :w]
-            return FusionV1Output(fused, low, high, None, None)
-        phi1 = self.embed_proj(torch.cat([low[:, 0], high[:, 0]], dim=1))  # (B, C, h', w')
-        phi2 = self.embed_proj(torch.cat([low[:, 1], high[:, 1]], dim=1))
-        cross = self.cross_attention(phi1, phi2)
-        a_low, a_high = self.attn_out(cross.fused).chunk(2, dim=1)
-        fused = self.decoder(low_f + a_low, high_f + a_high)[..., :h, :w]
-        return FusionV1Output(fused, low, high, cross.attention, cross.grid)
+        attention, grid = None, None
+        if self.config.cross_attention:
+            phi1 = self.embed_proj(torch.cat([low[:, 0], high[:, 0]], dim=1))  # (B, C, h', w')
+            phi2 = self.embed_proj(torch.cat([low[:, 1], high[:, 1]], dim=1))
+            cross = self.cross_attention(phi1, phi2)
+            a_low, a_high = self.attn_out(cross.fused).chunk(2, dim=1)
+            low_f, high_f = low_f + a_low, high_f + a_high
+            attention, grid = cross.attention, cross.grid
+        fused = self.decoder(low_f, high_f)[..., :h, :w]
+        seg_input = None
+        if not self.config.recon_decoder:
+            emb = torch.cat([low_f, high_f], dim=1)  # (B, 2C, h', w')
+            if emb.shape[-2:] != xp.shape[-2:]:
+                emb = F.interpolate(emb, size=xp.shape[-2:], mode="bilinear", align_corners=False)
+            seg_input = emb[..., :h, :w]  # (B, 2C, H, W)
+        return FusionV1Output(fused, low, high, attention, grid, seg_input)
 
 
 def create_fusion_net_v1(**overrides: Any) -> FusionNetV1:

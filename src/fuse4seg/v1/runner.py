@@ -70,10 +70,11 @@ def build_v1_networks(cfg: V1Config) -> tuple[FusionNetV1, DiscriminatorPair, to
             low_blocks=cfg.low_blocks, high_blocks=cfg.high_blocks,
             decoder_blocks=cfg.decoder_blocks, downsample=cfg.downsample,
             attn_grid=cfg.attn_grid, cross_attention=cfg.cross_attention,
+            recon_decoder=cfg.recon_decoder,
         )
     )  # fmt: skip
     discs = DiscriminatorPair(2, cfg.disc_width, cfg.disc_depth)
-    seg = create_seg_net(cfg.seg_preset, 1, num_classes=cfg.num_classes)
+    seg = create_seg_net(cfg.seg_preset, fusion.seg_channels, num_classes=cfg.num_classes)
     return fusion, discs, seg
 
 
