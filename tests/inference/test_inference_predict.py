@@ -137,6 +137,17 @@ def test_real_brats_cases(brats_dir, trained_model_file, tmp_path, capsys, make_
     np.testing.assert_array_equal(np.asanyarray(seg23.dataobj), pred.seg)  # canonical == 2023
     assert pred.dice() is not None
 
+    # the fused volume is 0 outside the brain (every modality 0), kept there on request
+    from fuse4seg.data.preprocess import brain_mask
+
+    loaded = [nib.load(case23.files[m]).get_fdata() for m in ("t1ce", "flair")]
+    outside = ~brain_mask(loaded)
+    assert outside.any() and not pred.fused[outside].any()
+    model = make_threshold_model(scale=0.5)
+    raw = Predictor(model, "cpu", batch_size=32, mask_fused=False).predict_case(case23)
+    np.testing.assert_array_equal(raw.fused[~outside], pred.fused[~outside])
+    assert raw.fused[outside].any()  # this model's fused image is not 0 there by itself
+
     # nnU-Net naming and the compact fused volume: <case>.nii.gz, uint8 with slope 1/255
     written = write_prediction(pred, tmp_path / "nn", naming="nnunet", fused_dtype="uint8")
     assert sorted(p.name for p in written) == [

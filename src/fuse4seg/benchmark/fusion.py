@@ -290,7 +290,7 @@ def train_pair_fusion_net(
         opt_leader=opt,
         ema=ema,
         sched_leader=sched,
-        weights=LossWeights(cfg.alpha, cfg.beta, cfg.gamma),
+        weights=LossWeights(cfg.alpha, cfg.beta, cfg.gamma, grad_convention=cfg.grad_convention),
         grad_clip=cfg.grad_clip,
     )
     t0 = time.perf_counter()

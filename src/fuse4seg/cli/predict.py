@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fused volume data type: float32 (default) or uint8 with scl_slope 1/255 "
         "(4x smaller, readers see [0, 1] to within 1/510)",
     )
+    parser.add_argument(
+        "--no-fused-mask",
+        action="store_true",
+        help="keep the fused image outside the brain (default: 0 where every modality is 0)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -175,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         amp=not args.no_amp,
         keep_probabilities=args.save_probabilities,
+        mask_fused=not args.no_fused_mask,
     )
     sha256 = file_sha256(args.model)
     previous = _previous_outputs(args.output)

@@ -128,6 +128,8 @@ class Predictor:
         normaliser: ``f(volume (X, Y, Z), brain mask, preprocessing) -> normalised volume``;
             default :func:`prepare_normaliser` (the normalisation of ``fuse4seg prepare``).
         pad_multiple: in-plane zero padding multiple before the networks.
+        mask_fused: set the fused volume to 0 outside the brain (voxels where every modality
+            is 0): no grey frame or bands around a slice that holds a few brain voxels.
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class Predictor:
         skip_empty: bool = True,
         normaliser: Normaliser | None = None,
         pad_multiple: int = 1,
+        mask_fused: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -153,6 +156,7 @@ class Predictor:
         if not 0.0 < self.scale <= 4.0:
             raise ConfigError(f"model preprocessing scale must be in (0, 4], got {self.scale}")
         self.batch_size = batch_size
+        self.mask_fused = mask_fused
         self.tta = tta
         self.amp_dtype = autocast_dtype(self.device, amp)
         self.keep_probabilities = keep_probabilities
@@ -209,6 +213,8 @@ class Predictor:
             probs = np.moveaxis(probs_cf, 0, -1) if self.keep_probabilities else None
         else:
             fused, seg, probs = self._predict_slices(norm, brain)
+        if fused is not None and self.mask_fused:  # background stays 0 outside the brain
+            fused = np.where(brain, fused, np.float32(0.0)).astype(np.float32, copy=False)
         return CasePrediction(
             case=loaded.case,
             seg=seg,
