@@ -217,6 +217,33 @@ def test_evaluate_seg_failures_are_reported(tmp_path, capsys):
     assert main([*args, "--pred-labels", "canonical"]) == 0
 
 
+def test_evaluate_seg_workers_summary_json_and_failures_once(tmp_path, capsys):
+    import json
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    pred.mkdir()
+    for name in ("Brats18_A_1", "Brats18_B_1", "Brats18_C_1"):
+        _case(ref, name, "brats2021", _seg(4))
+    nib.save(nib.Nifti1Image(_seg(4), REF_AFFINE), pred / "Brats18_A_1_seg.nii.gz")
+    shifted = np.roll(_seg(4), 1, axis=0)
+    nib.save(nib.Nifti1Image(shifted, REF_AFFINE), pred / "Brats18_B_1_seg.nii.gz")
+    outs = []
+    for workers in ("1", "2"):
+        outs.append(tmp_path / f"w{workers}.csv")
+        args = ["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "-o", str(outs[-1])]
+        assert main([*args, "--workers", workers]) == 2  # case C has no prediction
+        err = capsys.readouterr().err
+        assert err.count("FAILED Brats18_C_1") == 1
+    assert outs[0].read_text() == outs[1].read_text()
+    summary = json.loads((tmp_path / "w2.summary.json").read_text())
+    assert [c["case"] for c in summary["metric_per_case"]] == ["Brats18_A_1", "Brats18_B_1"]
+    assert summary["metric_per_case"][0]["metrics"]["Dice_WT"] == 1.0
+    assert summary["mean"]["Dice_WT"] == pytest.approx((1 + 30 / 32) / 2)
+    assert summary["cases_scored"] == 2 and len(summary["failures"]) == 1
+    assert main(["evaluate-seg", "--pred", str(pred), "--ref", str(ref), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+
+
 def test_evaluate_fusion_worker_threads_same_csv(fusion_dirs, tmp_path, capsys):
     d = fusion_dirs
     args = ["evaluate-fusion", "-a", str(d["a"]), "-b", str(d["b"]), "-f", str(d["f"])]

@@ -49,6 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write sensitivity, specificity and volumes (ml) per class",
     )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="write an nnU-Net-style summary JSON (per-case metrics, mean, sd, failures) to "
+        "this file (default: beside --output as <name>.summary.json; none without --output)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="cases scored in parallel processes (default 1; HD95 dominates the time)",
+    )
 
 
 def find_prediction(pred_dir: Path, case_id: str) -> Path | None:
@@ -113,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fuse4seg.data import discover_cases
-    from fuse4seg.io.atomic import atomic_path
+    from fuse4seg.io.atomic import atomic_path, save_json_atomic
     from fuse4seg.io.output_policy import check_output_location
     from fuse4seg.metrics.segmentation import BRATS_CLASSES, SEG_METRICS, column
 
@@ -133,27 +146,40 @@ def run(args: argparse.Namespace) -> int:
     columns = [column(m, c) for c in BRATS_CLASSES for m in metrics]
     rows: list[tuple[str, dict[str, float]]] = []
     failures: list[str] = []
-    for name, message in problems:
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    summary_path = args.summary
+    if summary_path is None and args.output is not None:
+        summary_path = args.output.with_name(args.output.stem + ".summary.json")
+    if summary_path is not None:
+        if summary_path.suffix.lower() != ".json":
+            raise ConfigError(f"--summary must be a .json file, got {summary_path}")
+        check_output_location(summary_path, [args.pred, args.ref])
+
+    def fail(name: str, message: str) -> None:  # printed once, as it happens
         failures.append(f"{name}: {message}")
         print(f"FAILED {name}: {message}", file=sys.stderr)
+
+    for name, message in problems:
+        fail(name, message)
+    jobs = []
     for case in cases:
         pred_path = find_prediction(args.pred, case.case_id)
-        try:
-            if pred_path is None:
-                raise InputError(
-                    args.pred, f"no prediction {case.case_id}_seg.nii.gz or {case.case_id}.nii.gz"
-                )
-            res = score_case(case, pred_path, args.pred_labels, args.dice_level)
-        except Fuse4SegError as exc:
-            failures.append(f"{case.case_id}: {exc}")
-            print(f"FAILED {case.case_id}: {exc}", file=sys.stderr)
+        if pred_path is None:
+            fail(
+                case.case_id,
+                f"{args.pred}: no prediction {case.case_id}_seg.nii.gz or {case.case_id}.nii.gz",
+            )
+        else:
+            jobs.append((case, pred_path))
+    for case, outcome in _score_all(jobs, args.pred_labels, args.dice_level, args.workers):
+        if isinstance(outcome, str):
+            fail(case.case_id, outcome)
             continue
         rows.append(
-            (case.case_id, {column(m, c): res[c][m] for c in BRATS_CLASSES for m in metrics})
+            (case.case_id, {column(m, c): outcome[c][m] for c in BRATS_CLASSES for m in metrics})
         )
     if not rows:
-        for msg in failures:
-            print(f"FAILED {msg}", file=sys.stderr)
         raise InputError(args.pred, "no case could be scored")
     mean = {k: float(np.nanmean([r[k] for _, r in rows])) for k in columns}
     std = {k: float(np.nanstd([r[k] for _, r in rows])) for k in columns}
@@ -180,7 +206,53 @@ def run(args: argparse.Namespace) -> int:
             for name, r in [*rows, ("mean", mean)]:
                 w.writerow([name] + ["nan" if math.isnan(r[k]) else repr(r[k]) for k in columns])
         print(f"wrote {args.output}")
+    if summary_path is not None:
+        save_json_atomic(_summary(rows, columns, mean, std, failures, args), summary_path)
+        print(f"wrote {summary_path}")
     print(f"{len(rows)} case(s) scored, {len(failures)} failed")
-    for msg in failures:
-        print(f"FAILED {msg}", file=sys.stderr)
     return 2 if failures else 0
+
+
+def _score_one(job: tuple) -> dict | str:
+    """``score_case`` for a worker: the scores, or the one-line error as a string."""
+    case, pred_path, pred_labels, dice_level = job
+    try:
+        return score_case(case, pred_path, pred_labels, dice_level)
+    except Fuse4SegError as exc:
+        return str(exc)
+
+
+def _score_all(jobs: list, pred_labels: str, dice_level: str, workers: int):
+    """``(case, scores | error message)`` in the order of ``jobs``; ``workers`` processes."""
+    args = [(case, path, pred_labels, dice_level) for case, path in jobs]
+    if workers == 1 or len(args) < 2:
+        yield from ((a[0], _score_one(a)) for a in args)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(args))) as pool:
+        yield from zip((a[0] for a in args), pool.map(_score_one, args), strict=True)
+
+
+def _summary(rows, columns, mean, std, failures, args) -> dict:
+    """nnU-Net-style summary: per case, mean and sd of every column, failures, settings."""
+
+    def clean(v: float) -> float | None:
+        return None if math.isnan(v) else v
+
+    return {
+        "metric_per_case": [
+            {"case": name, "metrics": {k: clean(r[k]) for k in columns}} for name, r in rows
+        ],
+        "mean": {k: clean(mean[k]) for k in columns},
+        "std": {k: clean(std[k]) for k in columns},
+        "cases_scored": len(rows),
+        "failures": failures,
+        "settings": {
+            "pred": str(args.pred),
+            "ref": str(args.ref),
+            "pred_labels": args.pred_labels,
+            "dice_level": args.dice_level,
+            "hd95_when_one_mask_empty": "volume diagonal (mm); 0 when both are empty",
+        },
+    }
