@@ -59,7 +59,16 @@ def _add_seg(sub) -> None:
         "split, follower and schedule; writes seg_results.md/.csv, seg_per_case.csv, "
         "seg_examples_<group>.png and report.html.",
     )
-    p.add_argument("-d", "--data", required=True, type=Path, help="`fuse4seg prepare` store")
+    p.add_argument(
+        "-i",
+        "--input",
+        "-d",
+        "--data",
+        dest="data",
+        required=True,
+        type=Path,
+        help="`fuse4seg prepare` store (-d/--data: older spelling)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument(
         "--preset",
@@ -196,7 +205,16 @@ def _add_robustness(sub) -> None:
         "(fuse4seg.rmr.robustness.run_robustness_benchmark).",
     )
     p.add_argument("-m", "--model", required=True, type=Path, help="trained model.pt")
-    p.add_argument("-d", "--data", required=True, type=Path, help="`fuse4seg prepare` store")
+    p.add_argument(
+        "-i",
+        "--input",
+        "-d",
+        "--data",
+        dest="data",
+        required=True,
+        type=Path,
+        help="`fuse4seg prepare` store (-d/--data: older spelling)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument(
         "--split",

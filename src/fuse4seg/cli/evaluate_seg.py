@@ -25,7 +25,9 @@ _SHORT = ("Dice", "IoU", "HD95")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted masks")
+    parser.add_argument(
+        "-i", "--pred", required=True, type=Path, help="folder of predicted masks (the input)"
+    )
     parser.add_argument("--ref", required=True, type=Path, help="BraTS folder (ground truth)")
     parser.add_argument("-o", "--output", type=Path, help="write per-case values to this CSV")
     parser.add_argument(

@@ -101,11 +101,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "them the single fused channel is written (fusion applied slice-wise).",
     )
     nn.add_argument(
+        "-i",
+        "--input",
         "-d",
         "--data",
+        dest="data",
         required=True,
         type=Path,
-        help="BraTS case folder, folder of cases, or a `fuse4seg prepare` store",
+        help="BraTS case folder, folder of cases, or a `fuse4seg prepare` store "
+        "(-d/--data: older spelling)",
     )
     nn.add_argument(
         "-o", "--output", required=True, type=Path, help="nnUNet_raw/DatasetXXX_Name (3-digit id)"
