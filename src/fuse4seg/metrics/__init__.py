@@ -1,4 +1,5 @@
-"""Fusion metrics (reference | standard conventions) and BraTS segmentation metrics.
+"""Fusion metrics (reference | standard conventions) and BraTS segmentation metrics
+(ordinary and BraTS 2023 lesion-wise, NSD, bootstrap CIs).
 
 See ``docs/metrics.md`` for every formula, unit and the two fusion conventions.
 """
@@ -52,6 +53,16 @@ from fuse4seg.metrics.fusion_literature import (
     tsallis_entropy,
 )
 from fuse4seg.metrics.image_reading import IMAGE_SUFFIXES, read_gray_reference
+from fuse4seg.metrics.lesionwise import (
+    LESION_REGIONS,
+    LESIONWISE_METRICS,
+    LesionwiseResult,
+    bootstrap_mean_ci,
+    compute_lesionwise_metrics,
+    lesion_labels,
+    lesionwise_scores,
+    normalized_surface_dice,
+)
 from fuse4seg.metrics.ms_ssim import ms_ssim
 from fuse4seg.metrics.segmentation import (
     BRATS_CLASSES,
@@ -122,4 +133,12 @@ __all__ = [
     "slice_dice",
     "compute_segmentation_metrics",
     "SegmentationMetrics",
+    "LESION_REGIONS",
+    "LESIONWISE_METRICS",
+    "LesionwiseResult",
+    "lesion_labels",
+    "lesionwise_scores",
+    "normalized_surface_dice",
+    "compute_lesionwise_metrics",
+    "bootstrap_mean_ci",
 ]

@@ -127,10 +127,14 @@ def lesion_labels(ref: np.ndarray, dilation: int = 3) -> tuple[np.ndarray, int]:
         raise ValueError(f"lesion labels need a 3D mask (X, Y, Z), got shape {ref.shape}")
     if dilation < 0:
         raise ValueError(f"dilation must be >= 0 iterations, got {dilation}")
-    merged, n = ndimage.label(_dilate(ref, dilation), structure=_CC_STRUCT)
-    merged = merged.astype(np.int32)
-    merged[~ref] = 0
-    return merged, int(n)
+    out = np.zeros(ref.shape, dtype=np.int32)
+    if not ref.any():
+        return out, 0
+    # the dilation cannot leave the bounding box grown by `dilation`: work inside it
+    box = _grow(ndimage.find_objects(ref.astype(np.int8))[0], dilation, ref.shape)
+    merged, n = ndimage.label(_dilate(ref[box], dilation), structure=_CC_STRUCT)
+    out[box] = np.where(ref[box], merged, 0)
+    return out, int(n)
 
 
 def lesionwise_scores(
@@ -165,7 +169,14 @@ def lesionwise_scores(
             f"min_lesion_voxels and hd95_penalty must be >= 0, got {min_lesion_voxels}, "
             f"{hd95_penalty}"
         )
-    gt_cc, n_gt = lesion_labels(ref, dilation)
+    union = (pred | ref).astype(np.int8)
+    if not union.any():
+        return LesionwiseResult(1.0, 0.0, 0, 0, 0, [])
+    # nothing happens outside the masks' box grown by the dilation (+1 keeps the boundaries
+    # of the full volume): work inside it
+    crop = _grow(ndimage.find_objects(union)[0], dilation + 1, ref.shape)
+    pred, ref = pred[crop], ref[crop]
+    gt_cc, _ = lesion_labels(ref, dilation)
     pred_cc, n_pred = ndimage.label(pred, structure=_CC_STRUCT)
     pred_sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)  # (n_pred + 1,)
     gt_boxes = ndimage.find_objects(gt_cc)
