@@ -185,3 +185,31 @@ def test_cli_lesion_wise_on_two_real_cases(brats_dir, tmp_path, capsys):
     assert {"LesionDice_WT", "LesionHD95_ET", "NSD_TC", "LesionFP_WT"} <= set(header)
     assert main([*args, "--nsd-tolerance", "0"]) == 2
     assert "--nsd-tolerance must be > 0" in capsys.readouterr().err
+
+
+#: the official BraTS 2023 code (rachitsaluja/BraTS-2023-Metrics, metrics.py
+#: get_LesionWiseScores + its aggregation, dil_factor 3, threshold 50, run in a scratch
+#: environment outside the repository) on the GT shifted by 2 voxels along X plus a false
+#: 6^3 ET cube at [100:106, 100:106, 60:66]: lesion-wise Dice per region (TP 1, FP 1, FN 0 in
+#: each); lesion-wise HD95 188.0 for WT and TC, and for ET 187.707 / 187.866 (its per-lesion
+#: HD95 uses area-weighted surface elements: 1.41 / 1.73 mm where ours is 2.0 mm).
+OFFICIAL_LESION_DICE = {
+    "Brats18_2013_2_1": (0.4343701399688958, 0.43369859875529765, 0.37878857775522445),
+    "BraTS-GLI-00000-000": (0.4555797923392374, 0.4549686298320178, 0.39011945861721303),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_LESION_DICE))
+def test_real_case_matches_official_code(brats_dir, name):
+    if not (brats_dir / name).is_dir():
+        pytest.skip(f"case {name} absent from {brats_dir}")
+    seg = np.asarray(nib.load(next((brats_dir / name).glob("*seg.nii.gz"))).dataobj)
+    ref = np.where(seg == 4, 3, seg).astype(np.uint8)  # canonical: ET = 3
+    pred = np.roll(ref, 2, axis=0)
+    pred[100:106, 100:106, 60:66] = 3
+    out = compute_lesionwise_metrics(pred, ref)
+    for region, want in zip(("WT", "TC", "ET"), OFFICIAL_LESION_DICE[name], strict=True):
+        got = out[region]
+        assert got["LesionDice"] == pytest.approx(want, rel=1e-12), region
+        assert (got["LesionTP"], got["LesionFP"], got["LesionFN"]) == (1, 1, 0), region
+        assert got["LesionHD95"] == pytest.approx(188.0), region  # (2 mm + 374) / 2
