@@ -167,3 +167,50 @@ def test_rarity_weights_favour_rare_source_combinations():
     assert float(information_loss(x + err, x, w)) > float(information_loss(x + err, x))
     with pytest.raises(ValueError, match="bins"):
         rarity_weights(x, bins=1)
+
+
+def test_class_separation_loss_hand_values_region_and_errors():
+    from fuse4seg.losses import class_separation_loss
+
+    y = torch.zeros(1, 4, 4, dtype=torch.long)
+    y[0, :2] = 1  # 8 pixels of class 1, 8 of class 0
+    f = torch.zeros(1, 1, 4, 4)
+    f[0, 0, :2, :2] = 1.0  # class 1: four 1s, four 0s: mean 0.5, var 0.25; class 0: 0, 0
+    # d = 0.25 / (0.25 + 0 + 1e-4): loss 1 / (1 + d)
+    d = 0.25 / (0.25 + 1e-4)
+    assert float(class_separation_loss(f, y)) == pytest.approx(1.0 / (1.0 + d), rel=1e-6)
+    # equal class means: total overlap
+    assert float(class_separation_loss(torch.zeros(1, 1, 4, 4), y)) == pytest.approx(1.0)
+    # well apart: near 0
+    far = (y > 0).float().unsqueeze(1)
+    assert float(class_separation_loss(far, y)) < 1e-3
+    # class 0 counts inside the region only: outside pixels of value 5 are ignored
+    f2 = far.clone()
+    f2[0, 0, 3, 3] = 5.0
+    region = torch.ones(1, 4, 4, dtype=torch.bool)
+    region[0, 3, 3] = False
+    assert float(class_separation_loss(f2, y, region)) < 1e-3
+    assert float(class_separation_loss(f2, y)) > 0.01
+    # a class with fewer than min_pixels pixels is left out; a single class gives 0 with a graph
+    assert float(class_separation_loss(f, y, min_pixels=9)) == 0.0
+    g = torch.rand(1, 1, 4, 4, requires_grad=True)
+    loss = class_separation_loss(g, torch.zeros(1, 4, 4, dtype=torch.long))
+    loss.backward()
+    assert float(loss) == 0.0 and g.grad is not None
+    with pytest.raises(ValueError, match="differ in size"):
+        class_separation_loss(f, y[:, :3])
+    with pytest.raises(ValueError, match="must be"):
+        class_separation_loss(f[:, 0], y)
+
+
+def test_class_separation_gradient_pushes_class_means_apart():
+    from fuse4seg.losses import class_separation_loss
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[:, 2:5, 2:5] = 2
+    f = (0.5 + 0.05 * torch.rand(2, 1, 8, 8, generator=g)).requires_grad_()
+    class_separation_loss(f, y).backward()
+    inside = (y == 2).unsqueeze(1)
+    # gradient descent moves the two classes in opposite directions
+    assert float(f.grad[inside].sum()) * float(f.grad[~inside].sum()) < 0

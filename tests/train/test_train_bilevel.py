@@ -270,3 +270,18 @@ def test_rarity_weighting_changes_the_information_term():
         _, terms = bilevel.upper_loss(s, out, x, None, None)
         infos.append(terms["info"])
     assert infos[0] > 0 and infos[1] > 0 and infos[0] != pytest.approx(infos[1], rel=1e-3)
+
+
+def test_separation_anchor_enters_the_leader_loss_only_with_labels():
+    x, y, _ = _batch()
+    s = _state(weights=LossWeights(1.0, 5.0, 0.05, sep=2.0))
+    out = s.leader(x)
+    logits = s.follower(out.fused)
+    total, terms = bilevel.upper_loss(s, out, x, logits, y)
+    assert 0.0 < terms["sep"] <= 1.0
+    s0 = _state()
+    total0, terms0 = bilevel.upper_loss(s0, s0.leader(x), x, s0.follower(s0.leader(x).fused), y)
+    assert "sep" not in terms0
+    assert float(total) == pytest.approx(float(total0) + 2.0 * terms["sep"], rel=1e-5)
+    _, terms_nolab = bilevel.upper_loss(s, out, x, None, None)
+    assert "sep" not in terms_nolab

@@ -46,6 +46,7 @@ def test_unknown_key_is_rejected_with_file_name(tmp_path):
         ("ema_momentum: 1.0\n", "ema_momentum"),
         ("- a\n- b\n", "mapping"),
         ("amp: 3\n", "true/false"),
+        ("sep: -1.0\n", "sep"),
     ],
 )
 def test_bad_values_are_rejected(tmp_path, text, match):

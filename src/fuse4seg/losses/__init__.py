@@ -6,6 +6,7 @@ All accept 2D ``(B, C, H, W)`` and, where meaningful, 3D ``(B, C, D, H, W)`` ten
 from __future__ import annotations
 
 from .fusion import (
+    class_separation_loss,
     correlation_coefficient,
     decomposition_loss,
     gradient_loss,
@@ -29,6 +30,7 @@ __all__ = [
     "TV_CONVENTIONS",
     "DiceCELoss",
     "SSIMLoss",
+    "class_separation_loss",
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",

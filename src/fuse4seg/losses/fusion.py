@@ -6,6 +6,10 @@
   gradient magnitude of a named convention (``"unit"`` or ``"cddfuse"``, see
   :mod:`fuse4seg.losses.gradients`).
 * :func:`reconstruction_loss` — ``L_recon = mean (x_f - mean_m x_m)^2`` (MSE anchor).
+
+Not in the paper (anchors of ours, see docs/training.md): :func:`information_loss` (sources
+recoverable from the fused value) and :func:`class_separation_loss` (label classes kept apart
+in the fused intensities).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from .gradients import check_grad_convention, gradient_magnitude, sobel_magnitude
 
 __all__ = [
+    "class_separation_loss",
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",
@@ -184,3 +189,59 @@ def rarity_weights(sources: torch.Tensor, bins: int = 16) -> torch.Tensor:
     w = share.rsqrt()
     w = w / w.mean(dim=1, keepdim=True)
     return w.reshape(b, 1, *sources.shape[2:]).to(sources.dtype)
+
+
+def class_separation_loss(
+    fused: torch.Tensor,
+    labels: torch.Tensor,
+    region: torch.Tensor | None = None,
+    min_pixels: int = 8,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """``mean_{b, i<j} 1 / (1 + d_ij)``, ``d_ij = (mu_i - mu_j)^2 / (var_i + var_j + eps)``:
+    how much the label classes overlap in the fused intensities (Fisher's criterion per pair).
+
+    For every image ``b`` and label class ``c`` (class 0 counted inside ``region`` only, e.g.
+    the brain), ``mu_c`` and ``var_c`` are the mean and variance of the fused values of its
+    pixels; pairs where either class has fewer than ``min_pixels`` pixels are left out. The
+    loss is 1 for classes of equal mean and falls toward 0 as they separate: it keeps the
+    tumour classes (e.g. edema, bright in FLAIR only) apart from healthy tissue and from each
+    other in the single fused channel, whatever the follower currently needs.
+
+    Args:
+        fused: ``(B, 1, H, W)``.
+        labels: ``(B, H, W)`` integer classes ``0 .. C-1``.
+        region: ``(B, H, W)`` bool, where class 0 counts (``None``: everywhere).
+
+    Returns:
+        Scalar tensor; 0 (with a graph) when no image has two classes.
+    """
+    if fused.ndim != labels.ndim + 1 or fused.shape[1] != 1:
+        raise ValueError(
+            f"fused must be (B, 1, *S) and labels (B, *S), got {tuple(fused.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    if fused.shape[2:] != labels.shape[1:] or fused.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"fused {tuple(fused.shape)} and labels {tuple(labels.shape)} differ in size"
+        )
+    b = fused.shape[0]
+    f = fused.float().reshape(b, -1)  # (B, N)
+    lab = labels.reshape(b, -1).long()
+    n_cls = int(lab.max().item()) + 1 if lab.numel() else 1
+    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), n_cls).to(f.dtype)  # (B, N, C)
+    if region is not None:
+        keep = region.reshape(b, -1).to(f.dtype) + (lab > 0).to(f.dtype)
+        onehot[..., 0] = onehot[..., 0] * keep.clamp(max=1.0)
+    count = onehot.sum(dim=1)  # (B, C)
+    safe = count.clamp(min=1.0)
+    mu = torch.einsum("bn,bnc->bc", f, onehot) / safe
+    var = torch.einsum("bnc,bnc->bc", (f.unsqueeze(2) - mu.unsqueeze(1)).pow(2), onehot) / safe
+    valid = count >= min_pixels  # (B, C)
+    iu = torch.triu_indices(n_cls, n_cls, offset=1, device=f.device)
+    d = (mu[:, iu[0]] - mu[:, iu[1]]).pow(2) / (var[:, iu[0]] + var[:, iu[1]] + eps)
+    pair_ok = valid[:, iu[0]] & valid[:, iu[1]]  # (B, P)
+    if not bool(pair_ok.any()):
+        return f.sum() * 0.0
+    overlap = 1.0 / (1.0 + d)
+    return overlap[pair_ok].mean()

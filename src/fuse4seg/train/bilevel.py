@@ -4,7 +4,7 @@ Read top to bottom:
 
 1. helpers: modality mean ``x_avg``, freezing a network, one optimiser step;
 2. the losses: ``L_seg`` (Dice + CE) and ``L_upper = L_seg + alpha L_decomp + beta L_grad +
-   gamma L_recon`` (+ ``info L_info``, an optional information anchor of ours);
+   gamma L_recon`` (+ ``info L_info`` and ``sep L_sep``, optional anchors of ours);
 3. the update steps: follower step, leader step (follower frozen), EMA;
 4. Stage 1, one warm-up batch: leader frozen, follower trained on ``x_avg``;
 5. Stage 2, one asymmetric rollout cycle on a batch ``B``: split ``B`` by patient into D_tr /
@@ -98,6 +98,7 @@ class LossWeights:
     gamma: float = 0.05  # L_recon
     info: float = 0.0  # L_info: sources recovered from the fused value (not in the paper)
     info_weighting: str = "uniform"  # L_info per pixel: "uniform" or "rarity" (rarity_weights)
+    sep: float = 0.0  # L_sep: label classes kept apart in x_f's intensities (not in the paper)
     grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse" (last: the
     # weights above are often given positionally)
 
@@ -188,20 +189,22 @@ def upper_loss(
     logits: torch.Tensor | None,
     y: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon (+ info L_info)``.
+    """``L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon`` (``+ info L_info +
+    sep L_sep``, anchors of ours).
 
     Args:
         fusion_out: the leader's ``FusionOutput`` (``fused (B, 1, H, W)``, ``low``/``high``
             ``(B, M, C, h, w)``).
         x: sources ``(B, M, H, W)``.
         logits, y: follower output on ``fused`` and labels; ``None`` leaves ``L_seg`` out
-            (the fusion-only objective of the ``disjoint`` baseline).
+            (the fusion-only objective of the ``disjoint`` baseline). ``L_sep`` needs ``y``.
 
     Returns:
         ``(total, terms)``; terms are floats for logging. A term whose weight is 0 is not
         computed.
     """
     from fuse4seg.losses import (
+        class_separation_loss,
         decomposition_loss,
         gradient_loss,
         information_loss,
@@ -235,6 +238,12 @@ def upper_loss(
         l_info = information_loss(state.leader.decode_sources(fused), x.float(), pixel_w)
         total = total + w.info * l_info
         terms["info"] = float(l_info.detach())
+    if w.sep > 0 and y is not None:
+        # separation anchor: healthy brain, NCR, ED, ET apart in the fused intensities
+        brain = x.amax(dim=1) > 0  # (B, H, W)
+        l_sep = class_separation_loss(fused, y, brain)
+        total = total + w.sep * l_sep
+        terms["sep"] = float(l_sep.detach())
     terms["upper"] = float(total.detach())
     return total, terms
 

@@ -92,6 +92,9 @@ class TrainConfig:
     # L_info's pixel weights: "uniform", or "rarity" (rare joint source intensities weigh
     # more: fuse4seg.losses.rarity_weights)
     info_weighting: str = "uniform"
+    # L_sep weight (separation anchor: label classes apart in the fused intensities,
+    # fuse4seg.losses.class_separation_loss; leader steps with labels only)
+    sep: float = 0.0
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
@@ -152,7 +155,16 @@ class TrainConfig:
         for key in ("lr_leader", "lr_follower"):
             if float(getattr(self, key)) <= 0:
                 raise ConfigError(f"config key {key!r} must be > 0, got {getattr(self, key)}")
-        for key in ("alpha", "beta", "gamma", "info", "weight_decay", "grad_clip", "min_lr_ratio"):
+        for key in (
+            "alpha",
+            "beta",
+            "gamma",
+            "info",
+            "sep",
+            "weight_decay",
+            "grad_clip",
+            "min_lr_ratio",
+        ):
             if float(getattr(self, key)) < 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
         if self.tumour_fraction is not None and not 0.0 <= self.tumour_fraction <= 1.0:

@@ -263,6 +263,7 @@ class Trainer:
                 gamma=cfg.gamma,
                 info=cfg.info,
                 info_weighting=cfg.info_weighting,
+                sep=cfg.sep,
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
