@@ -402,3 +402,36 @@ def test_write_failure_fails_that_case_only(phantom_root, tmp_path, capsys, monk
         "C_seg.nii.gz",
     ]
     _no_temporaries(out)
+
+
+def test_label_warning_flags_predictions_of_nearly_one_class():
+    from fuse4seg.inference.predictor import label_warning
+
+    brain = np.zeros((10, 10, 4), bool)
+    brain[1:9, 1:9] = True  # 256 voxels
+    seg = np.zeros(brain.shape, np.uint8)
+    assert "no tumour predicted" in label_warning(seg, brain)
+    assert "no brain voxels" in label_warning(seg, np.zeros_like(brain))
+    seg[2:5, 2:5] = 2  # 36 voxels of ED: 14 % of the brain, plausible
+    assert label_warning(seg, brain) is None
+    seg[brain] = 2
+    seg[1, 1] = 3
+    assert label_warning(seg, brain).startswith("ED covers 98% of the brain")
+    seg[~brain] = 3  # labels outside the brain do not count
+    assert label_warning(seg, brain).startswith("ED covers")
+
+
+def test_predict_warns_when_a_model_labels_the_whole_brain(phantom_root, tmp_path, capsys):
+    model = _average_rule_model()
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert head.out_channels == 4
+    with torch.no_grad():  # constant logits: class 3 (ET) everywhere
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    model_path = tmp_path / "model.pt"
+    save_model_file(model.eval(), model_path)
+    out = tmp_path / "out"
+    args = ["predict", "-m", str(model_path), "-i", str(phantom_root / "Phantom_000"), "-o"]
+    assert main([*args, str(out), "--device", "cpu", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: Phantom_000: ET covers 100% of the brain" in err

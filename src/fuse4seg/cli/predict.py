@@ -239,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             set_output(case_id, written, "done")
             report.done.append(case_id)
+            if pred.label_warning:
+                print(f"warning: {case_id}: {pred.label_warning}", file=sys.stderr, flush=True)
             dice = pred.dice()
             if dice is not None:
                 _print_dice(case_id, dice)

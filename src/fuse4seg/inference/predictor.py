@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fuse4seg.data import (
+    LABEL_NAMES,
     BratsCase,
     LoadedCase,
     discover_cases,
@@ -64,6 +65,8 @@ class CasePrediction:
         affine, header: geometry of the reference (first) modality, for writing outputs.
         reference: the case's own canonical segmentation, when it has one.
         seg_problem: why the case's segmentation could not be used for scoring, if so.
+        label_warning: why the prediction looks wrong (nearly all one class), if it does
+            (:func:`label_warning`).
     """
 
     case: BratsCase
@@ -74,6 +77,7 @@ class CasePrediction:
     header: Any
     reference: np.ndarray | None = None
     seg_problem: str | None = None
+    label_warning: str | None = None
 
     @property
     def seg_in_file_convention(self) -> np.ndarray:
@@ -93,6 +97,35 @@ def dice_per_region(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     order = ("WT", "TC", "ET", "NCR", "ED")  # regions first, then the other labels
     scores = dice_scores(pred, ref, {name: BRATS_CLASSES[name] for name in order})
     return {name: scores[column("Dice", name)] for name in order}
+
+
+#: A label covering more of the brain than this is flagged: a whole tumour (WT) rarely fills a
+#: third of the brain in BraTS; half is a sign of wrong inputs (modality order, contrast, scale).
+MAX_LABEL_SHARE = 0.5
+
+
+def label_warning(seg: np.ndarray, brain: np.ndarray) -> str | None:
+    """Why a canonical label volume looks wrong, or ``None``: nothing but background inside
+    the brain, or one tumour label over ``MAX_LABEL_SHARE`` of the brain's voxels.
+
+    Args:
+        seg: uint8 canonical labels ``(X, Y, Z)``; brain: bool ``(X, Y, Z)``.
+    """
+    n_brain = int(np.count_nonzero(brain))
+    if n_brain == 0:
+        return "the inputs have no brain voxels (every modality is zero)"
+    inside = seg[brain]
+    if not np.any(inside):
+        return "no tumour predicted: every brain voxel is background"
+    counts = np.bincount(inside.ravel(), minlength=len(LABEL_NAMES))
+    for label in range(1, len(LABEL_NAMES)):
+        share = counts[label] / n_brain
+        if share > MAX_LABEL_SHARE:
+            return (
+                f"{LABEL_NAMES[label]} covers {100 * share:.0f}% of the brain "
+                "(check the modalities, their order and the model's training data)"
+            )
+    return None
 
 
 def _argmax_channels(p: torch.Tensor) -> torch.Tensor:
@@ -223,6 +256,7 @@ class Predictor:
             affine=loaded.affine,
             header=loaded.header,
             reference=loaded.seg,
+            label_warning=label_warning(seg, brain),
         )
 
     @torch.inference_mode()
