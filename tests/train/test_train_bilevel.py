@@ -285,3 +285,35 @@ def test_separation_anchor_enters_the_leader_loss_only_with_labels():
     assert float(total) == pytest.approx(float(total0) + 2.0 * terms["sep"], rel=1e-5)
     _, terms_nolab = bilevel.upper_loss(s, out, x, None, None)
     assert "sep" not in terms_nolab
+
+
+def test_leader_criterion_replaces_l_seg_in_the_upper_loss_only():
+    x, y, _ = _batch()
+    s = _state(weights=LossWeights(0.0, 0.0, 0.0))
+    out = s.leader(x)
+    logits = s.follower(out.fused)
+    _, plain = bilevel.upper_loss(s, out, x, logits, y)
+    assert plain["seg"] == pytest.approx(float(s.seg_criterion(logits, y)), rel=1e-6)
+    s.leader_seg_criterion = DiceCELoss(4, class_weights=[1.0, 1.0, 5.0, 1.0])
+    _, weighted = bilevel.upper_loss(s, out, x, logits, y)
+    assert weighted["seg"] == pytest.approx(float(s.leader_seg_criterion(logits, y)), rel=1e-6)
+    assert weighted["seg"] != pytest.approx(plain["seg"], rel=1e-3)
+    # the follower's own step keeps its criterion
+    assert float(bilevel.seg_loss(s, logits, y)) == pytest.approx(plain["seg"], rel=1e-6)
+
+
+def test_trainer_builds_the_leader_criterion_and_sep_weight_from_the_config(tmp_path):
+    from types import SimpleNamespace
+
+    from fuse4seg.train.config import make_config
+    from fuse4seg.train.trainer import Trainer
+
+    data = SimpleNamespace(case_ids_per_item=["a"] * 4 + ["b"] * 4)
+    cfg = make_config("tiny", batch_size=4, tumour_fraction=None)
+    trainer = Trainer(cfg, data, tmp_path / "plain", device="cpu", progress=False)
+    assert trainer.state.leader_seg_criterion is None and trainer.state.weights.sep == 0.0
+    cfg = make_config("tiny", batch_size=4, tumour_fraction=None, sep=0.5,
+                      leader_class_weights=[1.0, 1.0, 1.0, 1.0])  # fmt: skip
+    trainer = Trainer(cfg, data, tmp_path / "set", device="cpu", progress=False)
+    assert isinstance(trainer.state.leader_seg_criterion, DiceCELoss)
+    assert trainer.state.weights.sep == 0.5

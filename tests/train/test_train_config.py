@@ -24,10 +24,14 @@ def test_presets_are_valid_and_tiny_is_small():
 
 def test_yaml_overrides_and_cli_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("inner_steps: 3\nlr_leader: 0.002\nclass_weights: [1, 2, 2, 3]\n")
+    path.write_text(
+        "inner_steps: 3\nlr_leader: 0.002\nclass_weights: [1, 2, 2, 3]\n"
+        "leader_class_weights: [1, 1, 1, 1]\n"
+    )
     cfg = make_config("base", path, inner_steps=7, seed=None)
     assert cfg.inner_steps == 7  # command line wins over the file
     assert cfg.lr_leader == 0.002 and cfg.class_weights == [1.0, 2.0, 2.0, 3.0]
+    assert cfg.leader_class_weights == [1.0, 1.0, 1.0, 1.0]
     assert cfg.seed == 0  # None = not given
 
 
@@ -47,6 +51,7 @@ def test_unknown_key_is_rejected_with_file_name(tmp_path):
         ("- a\n- b\n", "mapping"),
         ("amp: 3\n", "true/false"),
         ("sep: -1.0\n", "sep"),
+        ("leader_class_weights: yes\n", "leader_class_weights"),
     ],
 )
 def test_bad_values_are_rejected(tmp_path, text, match):

@@ -114,6 +114,8 @@ class TrainState:
     follower: nn.Module
     opt_follower: torch.optim.Optimizer
     seg_criterion: nn.Module
+    # L_seg inside L_upper when it differs from the follower's (e.g. other class weights)
+    leader_seg_criterion: nn.Module | None = None
     leader: nn.Module | None = None
     opt_leader: torch.optim.Optimizer | None = None
     ema: EMA | None = None
@@ -217,7 +219,10 @@ def upper_loss(
     total = fused.new_zeros(())
     terms: dict[str, float] = {}
     if logits is not None and y is not None:
-        l_seg = seg_loss(state, logits, y)
+        if state.leader_seg_criterion is not None:
+            l_seg = state.leader_seg_criterion(logits, y)
+        else:
+            l_seg = seg_loss(state, logits, y)
         total = total + l_seg
         terms["seg"] = float(l_seg.detach())
     if w.alpha > 0:

@@ -98,6 +98,8 @@ class TrainConfig:
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
+    # the class weights of L_seg inside the leader's L_upper (None = class_weights)
+    leader_class_weights: list[float] | None = None
 
     # --- EMA of the leader -------------------------------------------------------------
     ema_momentum: float = 0.99  # m in  theta_hat <- m theta_hat + (1 - m) theta
@@ -288,7 +290,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
             what = "FusionNet" if key == "fusion_overrides" else "fuse4seg-v1 (V1Config)"
             raise ConfigError(f"{source}: key {key!r} must be a mapping of {what} keys")
         return dict(value)
-    if key == "class_weights":
+    if key in ("class_weights", "leader_class_weights"):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):

@@ -245,10 +245,19 @@ class Trainer:
             dice_weight=cfg.dice_weight,
             ce_weight=cfg.ce_weight,
         ).to(self.device)
+        leader_criterion = None
+        if cfg.leader_class_weights is not None:
+            leader_criterion = DiceCELoss(
+                num_classes=cfg.num_classes,
+                class_weights=cfg.leader_class_weights,
+                dice_weight=cfg.dice_weight,
+                ce_weight=cfg.ce_weight,
+            ).to(self.device)
         return TrainState(
             follower=follower,
             opt_follower=opt_f,
             seg_criterion=criterion,
+            leader_seg_criterion=leader_criterion,
             leader=leader,
             opt_leader=opt_l,
             ema=ema,
