@@ -64,7 +64,50 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             _load(name).add_arguments(sp)
             _add_verbosity(sp)
+            if name in _THREADS_HERE:
+                _add_threads(sp)
     return parser
+
+
+#: commands whose own parsers have no ``--threads`` and whose work is torch code on the CPU
+#: (train and demo define it themselves; evaluate-* use ``--workers``)
+_THREADS_HERE = ("predict", "fuse", "export", "benchmark")
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on a command's parser, or on each of its sub-commands."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for sub in subs:
+            for child in sub.choices.values():
+                _add_threads(child)
+        return
+    if any("--threads" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: torch's, all cores)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads`` for the commands :func:`_add_threads` serves."""
+    threads = getattr(args, "threads", None)
+    if threads is None or args.command not in _THREADS_HERE:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        _apply_threads(args)
         return int(_load(args.command).run(args) or 0)
     except Fuse4SegError as exc:
         print(f"error: {exc}", file=sys.stderr)
