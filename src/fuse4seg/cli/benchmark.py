@@ -204,7 +204,20 @@ def _add_robustness(sub) -> None:
         "metrics (EN, FMI, AG, SCD), clean, degraded and the drop "
         "(fuse4seg.rmr.robustness.run_robustness_benchmark).",
     )
-    p.add_argument("-m", "--model", required=True, type=Path, help="trained model.pt")
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="trained model.pt file(s); several models are scored on the same degraded "
+        "volumes and reported side by side (sweep tables)",
+    )
+    p.add_argument(
+        "--names",
+        nargs="+",
+        help="display name of each model (default: its method, then its folder if two agree)",
+    )
     p.add_argument(
         "-i",
         "--input",
@@ -220,7 +233,34 @@ def _add_robustness(sub) -> None:
         "--split",
         choices=("train", "val", "test"),
         default="test",
-        help="store split to score (default test)",
+        help="store split to score (default test; with --fold: the fold's held-out cases)",
+    )
+    p.add_argument(
+        "--fold",
+        type=int,
+        help="score the held-out cases of this cross-validation fold (splits_final.json)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="clean, paper_test, and noise / blur / structure loss alone at several "
+        "severities (--severities, --windows); tables sweep.md/.csv and dice_vs_severity.png "
+        "(fuse4seg.benchmark.robustness_sweep)",
+    )
+    p.add_argument(
+        "--severities",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 2.0],
+        help="--sweep: noise std and blur sigma as multiples of the paper's 0.04 and 0.6 "
+        "(default 0.5 1 2)",
+    )
+    p.add_argument(
+        "--windows",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4],
+        help="--sweep: numbers of (4,16,16) structure-loss windows (default 1 2 4; paper 1)",
     )
     p.add_argument(
         "--degradation",
@@ -253,7 +293,10 @@ def _claim_output(args: argparse.Namespace) -> None:
     inside or holding an input, and a non-empty one needs --overwrite."""
     from fuse4seg.io.output_policy import check_output_location, claim_output_folder
 
-    inputs = [getattr(args, k, None) for k in ("data", "input", "model", "config")]
+    inputs = []
+    for key in ("data", "input", "model", "config"):
+        value = getattr(args, key, None)
+        inputs += value if isinstance(value, list) else [value]  # robustness: several -m
     check_output_location(args.output, inputs, replaces_contents=True)
     if continues_seg_benchmark(args):
         return  # finished runs in OUT are reused; tables are rewritten (--fold-ids over calls)
@@ -338,6 +381,20 @@ def _robustness_adapter(path: Path, device):
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
 
 
+def _model_names(paths: list[Path], methods: list[str | None], given: list[str] | None):
+    if given is not None:
+        if len(given) != len(paths):
+            raise ConfigError(f"--names gives {len(given)} names for {len(paths)} models")
+        return list(given)
+    names = [str(m or p.stem) for p, m in zip(paths, methods, strict=True)]
+    twice = {n for n in names if names.count(n) > 1}  # same method twice: add the folder
+    names = [f"{n} ({p.resolve().parent.name})" if n in twice else n
+             for n, p in zip(names, paths, strict=True)]  # fmt: skip
+    if len(set(names)) < len(names):
+        raise ConfigError("two models get the same name; give --names")
+    return names
+
+
 def _run_robustness(args: argparse.Namespace) -> int:
     from fuse4seg.data import PreparedStore
     from fuse4seg.device import resolve_device
@@ -345,21 +402,60 @@ def _run_robustness(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     store = PreparedStore(args.data)
-    adapter, method = _robustness_adapter(args.model, device)
-    result = run_robustness_benchmark(
-        adapter,
-        store,
-        args.output,
-        split=args.split,
-        degradation=args.degradation,
-        seed=args.seed,
-        max_cases=args.max_cases,
-        model_name=str(method or args.model.stem),
-    )
-    failed = result.get("failed") or []
-    print(f"table: {args.output / 'robustness.md'}")
+    split = args.split
+    if args.fold is not None:
+        store = store.fold(args.fold)  # InputError names splits_final.json when it is absent
+        split = "val"
+    adapters, methods = [], []
+    for path in args.model:
+        adapter, method = _robustness_adapter(path, device)
+        adapters.append(adapter)
+        methods.append(method)
+    names = _model_names(list(args.model), methods, args.names)
+    if args.sweep or len(adapters) > 1:
+        from fuse4seg.benchmark.robustness_sweep import (
+            Condition,
+            run_robustness_sweep,
+            sweep_conditions,
+        )
+        from fuse4seg.degradations import Degradation
+
+        if args.sweep:
+            conditions = sweep_conditions(args.severities, args.windows)
+        else:
+            deg = Degradation.preset(args.degradation)
+            conditions = [Condition("clean", "clean", 0.0, None),
+                          Condition(deg.name, deg.name, 1.0, deg)]  # fmt: skip
+        ids = list(store.case_ids(split))
+        if args.max_cases is not None:
+            ids = ids[: args.max_cases]
+        if not ids:
+            raise ConfigError(f"no cases in split {split!r} of {args.data}")
+        result = run_robustness_sweep(
+            dict(zip(names, adapters, strict=True)),
+            store,
+            args.output,
+            ids,
+            conditions,
+            seed=args.seed,
+        )
+        print(f"table: {args.output / 'sweep.md'}")
+        failed = [f"{c} ({m})" for m, c, _ in result["failed"]]
+    else:
+        result = run_robustness_benchmark(
+            adapters[0],
+            store,
+            args.output,
+            split=split,
+            degradation=args.degradation,
+            seed=args.seed,
+            max_cases=args.max_cases,
+            model_name=names[0],
+        )
+        print(f"table: {args.output / 'robustness.md'}")
+        failed = [c for c, _ in result.get("failed") or []]
     if failed:
-        print(f"{len(failed)} case(s) failed: " + ", ".join(c for c, _ in failed), file=sys.stderr)
+        print(f"{len(failed)} case(s) failed: " + ", ".join(failed), file=sys.stderr)
         return 2
     return 0
 
