@@ -273,11 +273,70 @@ def _add_robustness(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
 
 
+def _add_utility(sub) -> None:
+    p = sub.add_parser(
+        "utility",
+        help="task utility of fusion methods: Dice of one trained follower on their images",
+        description="Fuse the held-out cases of a store with each rule (--rules) and each "
+        "trained model's leader (--fusion-models), segment every fused volume with one "
+        "reference follower (--follower: a trained single-channel model, e.g. the `average` "
+        "baseline) and report 3D Dice per class (fuse4seg.benchmark.utility). "
+        "--adapt-steps N fine-tunes a copy of the follower on each fuser's images first.",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        dest="data",
+        required=True,
+        type=Path,
+        help="`fuse4seg prepare` store (labels needed)",
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--follower",
+        required=True,
+        type=Path,
+        help="model.pt whose segmentation network takes one channel (e.g. `average`)",
+    )
+    p.add_argument(
+        "--rules",
+        nargs="*",
+        default=["average", "max", "laplacian", "dwt", "pca"],
+        help="classical rules to score (default: all five; none: give --rules alone)",
+    )
+    p.add_argument(
+        "--fusion-models",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="trained 2D models whose fusion step is scored (fuse4seg, disjoint, ...)",
+    )
+    p.add_argument("--names", nargs="+", help="display names of --fusion-models")
+    p.add_argument("--fold", type=int, help="score fold i's held-out cases (splits_final.json)")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="store split to score without --fold (default test)",
+    )
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        help="fine-tune a copy of the follower this many steps on each fuser's images of "
+        "the training cases before scoring (default 0: frozen)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the adaptation's slices")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark_command", metavar="WHICH", required=True)
     _add_seg(sub)
     _add_fusion(sub)
     _add_robustness(sub)
+    _add_utility(sub)
     for p in sub.choices.values():
         p.add_argument(
             "--overwrite",
@@ -294,7 +353,7 @@ def _claim_output(args: argparse.Namespace) -> None:
     from fuse4seg.io.output_policy import check_output_location, claim_output_folder
 
     inputs = []
-    for key in ("data", "input", "model", "config"):
+    for key in ("data", "input", "model", "config", "follower", "fusion_models"):
         value = getattr(args, key, None)
         inputs += value if isinstance(value, list) else [value]  # robustness: several -m
     check_output_location(args.output, inputs, replaces_contents=True)
@@ -460,10 +519,58 @@ def _run_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_utility(args: argparse.Namespace) -> int:
+    from fuse4seg.benchmark.utility import model_fuser, rule_fuser, task_utility
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.device import resolve_device
+    from fuse4seg.models.model_file import load_model_file
+
+    device = resolve_device(args.device)
+    store = PreparedStore(args.data)
+    split, train_split = args.split, "train"
+    if args.fold is not None:
+        store = store.fold(args.fold)
+        split = "val"
+    fusers = {f"rule {name}": rule_fuser(name) for name in args.rules}
+    models = [load_model_file(p, device) for p in args.fusion_models]
+    if args.names is not None and len(args.names) != len(models):
+        raise ConfigError(f"--names gives {len(args.names)} names for {len(models)} models")
+    names = args.names or _model_names(
+        list(args.fusion_models), [getattr(m, "method", None) for m in models], None
+    )
+    for name, model in zip(names, models, strict=True):
+        if list(model.modalities) != list(store.modalities):
+            raise ConfigError(
+                f"model {name!r} was trained on {model.modalities}, the store holds "
+                f"{store.modalities}"
+            )
+        fusers[name] = model_fuser(model)
+    if not fusers:
+        raise ConfigError("nothing to score: give --rules and/or --fusion-models")
+    follower = load_model_file(args.follower, device)
+    ids = list(store.case_ids(split))
+    task_utility(
+        fusers,
+        follower,
+        store,
+        ids,
+        args.output,
+        device=device,
+        batch_size=args.batch_size,
+        adapt_steps=args.adapt_steps,
+        train_ids=list(store.case_ids(train_split)) if args.adapt_steps else (),
+        seed=args.seed,
+    )
+    print(f"table: {args.output / 'utility.md'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     _claim_output(args)
     if args.benchmark_command == "seg":
         return _run_seg(args)
     if args.benchmark_command == "fusion":
         return _run_fusion(args)
+    if args.benchmark_command == "utility":
+        return _run_utility(args)
     return _run_robustness(args)

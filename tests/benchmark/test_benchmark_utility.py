@@ -1,0 +1,114 @@
+"""``benchmark utility``: Dice of one reference follower on each fuser's images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fuse4seg.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def store_and_models(tmp_path_factory) -> tuple[Path, Path, Path]:
+    from fuse4seg.data import PreparedStore, PrepareOptions, prepare_dataset
+    from fuse4seg.data.phantom import write_phantom_dataset
+    from fuse4seg.models import create_fusion_net, create_seg_net
+    from fuse4seg.models.model_file import FusionSegModel, save_model_file
+
+    root = tmp_path_factory.mktemp("utility")
+    write_phantom_dataset(root / "raw", cases=3, shape=(32, 32, 16), seed=4)
+    opts = PrepareOptions(modalities=("t1ce", "flair"), split=(0.7, 0.0, 0.3))
+    assert prepare_dataset(root / "raw", root / "prep", opts, log=None).ok
+    cases = PreparedStore(root / "prep").case_ids()
+    folds = [{"train": cases[:2], "val": cases[2:]}, {"train": cases[2:], "val": cases[:2]}]
+    (root / "prep" / "splits_final.json").write_text(json.dumps(folds))
+    torch.manual_seed(0)
+    avg = FusionSegModel("average", ["t1ce", "flair"], create_seg_net("tiny", 1),
+                         fusion_rule="average", seg_preset="tiny")  # fmt: skip
+    lead = FusionSegModel("fuse4seg", ["t1ce", "flair"], create_seg_net("tiny", 1),
+                          fusion_net=create_fusion_net("tiny", 2), fusion_preset="tiny",
+                          seg_preset="tiny")  # fmt: skip
+    save_model_file(avg.eval(), root / "average.pt")
+    save_model_file(lead.eval(), root / "fuse4seg.pt")
+    return root / "prep", root / "average.pt", root / "fuse4seg.pt"
+
+
+def test_average_rule_through_its_own_follower_equals_the_model(store_and_models):
+    from fuse4seg.benchmark.utility import model_fuser, rule_fuser, task_utility
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.metrics.segmentation import dice_scores
+    from fuse4seg.models.model_file import load_model_file
+
+    prep, avg_path, lead_path = store_and_models
+    store = PreparedStore(prep).fold(0)
+    avg = load_model_file(avg_path)
+    ids = store.case_ids("val")
+    res = task_utility({"avg": rule_fuser("average"), "lead": model_fuser(load_model_file(
+        lead_path))}, avg, store, ids, log=None)  # fmt: skip
+    # the model's own forward pass on the same slices
+    expected = []
+    for cid in ids:
+        x = torch.from_numpy(np.asarray(store.image(cid), dtype=np.float32))
+        x = torch.nn.functional.pad(x, (0, (-x.shape[-1]) % 16, 0, (-x.shape[-2]) % 16))
+        with torch.no_grad():
+            _, logits = avg(x)
+        h, w = np.asarray(store.label(cid)).shape[1:]
+        pred = logits[..., :h, :w].argmax(1).numpy()
+        s = dice_scores(pred, np.asarray(store.label(cid)), {"NCR": (1,), "ED": (2,), "ET": (3,)})
+        expected.append(np.mean([s["Dice_NCR"], s["Dice_ED"], s["Dice_ET"]]))
+    assert res["summary"]["avg"]["Dice_mean"] == pytest.approx(float(np.mean(expected)), abs=1e-9)
+    assert set(res["summary"]) == {"avg", "lead"}
+    assert len(res["rows"]) == 2 * len(ids)
+
+
+def test_adaptation_is_seeded_and_changes_the_follower(store_and_models):
+    from fuse4seg.benchmark.utility import rule_fuser, task_utility
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.models.model_file import load_model_file
+
+    prep, avg_path, _ = store_and_models
+    store = PreparedStore(prep).fold(0)
+    avg = load_model_file(avg_path)
+    kw = dict(case_ids=store.case_ids("val"), train_ids=store.case_ids("train"), log=None)
+    fusers = {"max": rule_fuser("max")}
+    frozen = task_utility(fusers, avg, store, **kw)["rows"]
+    a = task_utility(fusers, avg, store, adapt_steps=3, seed=1, **kw)["rows"]
+    b = task_utility(fusers, avg, store, adapt_steps=3, seed=1, **kw)["rows"]
+    assert a == b
+    assert a != frozen
+    # the reference model is not changed by the adaptation
+    again = task_utility(fusers, avg, store, **kw)["rows"]
+    assert again == frozen
+
+
+def test_utility_errors_and_cli(store_and_models, tmp_path, capsys):
+    from fuse4seg.benchmark.utility import model_fuser, rule_fuser, task_utility
+    from fuse4seg.errors import ConfigError
+    from fuse4seg.models import create_seg_net
+    from fuse4seg.models.model_file import FusionSegModel
+
+    prep, avg_path, lead_path = store_and_models
+    with pytest.raises(ConfigError, match="unknown fusion rule"):
+        rule_fuser("median")
+    multi = FusionSegModel("multichannel", ["t1ce", "flair"], create_seg_net("tiny", 2))
+    with pytest.raises(ConfigError, match="no fused image"):
+        model_fuser(multi)(torch.zeros(1, 2, 16, 16))
+    with pytest.raises(ConfigError, match="one input channel"):
+        task_utility({"avg": rule_fuser("average")}, multi, None, ["x"], log=None)
+    out = tmp_path / "util"
+    args = ["benchmark", "utility", "-i", str(prep), "-o", str(out), "--follower", str(avg_path)]
+    args += ["--rules", "average", "max", "--fusion-models", str(lead_path), "--fold", "0"]
+    assert main([*args, "--device", "cpu"]) == 0
+    md = (out / "utility.md").read_text()
+    assert "| rule average |" in md and "| rule max |" in md and "| fuse4seg |" in md
+    rows = (out / "utility_cases.csv").read_text().splitlines()
+    assert rows[0] == "fuser,case,Dice_NCR,Dice_ED,Dice_ET,Dice_mean" and len(rows) == 1 + 3
+    capsys.readouterr()
+    bad = ["benchmark", "utility", "-i", str(prep), "-o", str(tmp_path / "u2"), "--follower"]
+    assert main([*bad, str(lead_path), "--rules", "--fusion-models", str(lead_path),
+                 "--names", "a", "b", "--device", "cpu"]) == 2  # fmt: skip
+    assert "--names gives 2 names for 1 models" in capsys.readouterr().err
