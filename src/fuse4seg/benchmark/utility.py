@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fuse4seg.errors import ConfigError, InputError
@@ -84,12 +83,6 @@ def _follower_of(model: nn.Module) -> nn.Module:
     return seg
 
 
-def _pad(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), (h, w)
-
-
 @torch.no_grad()
 def _segment_volume(
     fuser: Fuser, follower: nn.Module, volume: np.ndarray, device: torch.device, batch: int
@@ -99,8 +92,7 @@ def _segment_volume(
     for i in range(0, volume.shape[0], batch):
         x = torch.from_numpy(np.ascontiguousarray(volume[i : i + batch])).float().to(device)
         fused = fuser(x).float().clamp(0.0, 1.0)
-        padded, (h, w) = _pad(fused)
-        logits = follower(padded)[..., :h, :w]
+        logits = follower(fused)  # the networks pad and crop any size themselves
         out.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 
@@ -136,8 +128,7 @@ def _adapt(
         y = torch.from_numpy(np.stack([np.asarray(store.label(c))[z] for c, z in picks]))
         with torch.no_grad():
             fused = fuser(x.float().to(device)).float().clamp(0.0, 1.0)
-        padded, (h, w) = _pad(fused)
-        logits = net(padded)[..., :h, :w]
+        logits = net(fused)
         loss = loss_fn(logits, y.long().to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
