@@ -19,9 +19,6 @@ __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "train Fuse4Seg (bi-level) or a baseline"
 
-#: the 3D method, trained by fuse4seg.rmr with its own configuration dataclass
-RMR_METHOD = "rmr3d"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fuse4seg train``."""
@@ -41,11 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         default=None,
-        choices=sorted([*METHODS, RMR_METHOD]),
+        choices=sorted(METHODS),
         help="training method (default fuse4seg): "
-        + "; ".join(f"{k}: {v.description}" for k, v in sorted(METHODS.items()))
-        + f"; {RMR_METHOD}: RMR-Fusion, 3D degradation-robust fusion + SwinUNETR "
-        "(its own config: --config takes RMR keys, see docs/rmr.md)",
+        + "; ".join(f"{k}: {v.description}" for k, v in sorted(METHODS.items())),
     )
     parser.add_argument("--no-bilevel", action="store_true", help="ablation: joint training")
     parser.add_argument("--no-decomp", action="store_true", help="ablation: drop L_decomp")
@@ -170,28 +165,35 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if args.method == RMR_METHOD:
-        return _run_rmr(args)
-    cfg = make_config(
-        args.preset,
-        args.config,
-        method=args.method,
-        bilevel=False if args.no_bilevel else None,
-        use_decomp=False if args.no_decomp else None,
-        use_grad=False if args.no_grad else None,
-        use_ema=False if args.no_ema else None,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        num_workers=args.workers,
-        tensorboard=True if args.tensorboard else None,
-    )
-    spec = get_method(cfg.method)
-    fold_option = {}
-    if args.fold is not None:
-        if spec.runner != "fuse4seg.train.trainer:run_training":
-            raise ConfigError(f"--fold is not supported by method {cfg.method!r}")
-        fold_option = {"fold": args.fold}
-    run_training = spec.load_runner()  # 2D trainer or the method's own
+    configure = None if args.method is None else get_method(args.method).load_configure()
+    if configure is not None:  # a method with its own configuration (rmr3d)
+        cfg, run_options = configure(vars(args))
+        method = args.method
+    else:
+        cfg = make_config(
+            args.preset,
+            args.config,
+            method=args.method,
+            bilevel=False if args.no_bilevel else None,
+            use_decomp=False if args.no_decomp else None,
+            use_grad=False if args.no_grad else None,
+            use_ema=False if args.no_ema else None,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            num_workers=args.workers,
+            tensorboard=True if args.tensorboard else None,
+        )
+        method, run_options = cfg.method, {}
+        spec = get_method(method)
+        if spec.configure is not None:
+            raise ConfigError(
+                f"method {method!r} has its own configuration: give --method {method}"
+            )
+        if args.fold is not None:
+            if spec.runner != "fuse4seg.train.trainer:run_training":
+                raise ConfigError(f"--fold is not supported by method {method!r}")
+            run_options = {"fold": args.fold}
+    run_training = get_method(method).load_runner()  # 2D trainer or the method's own
     _claim_run_folder(args)  # after the option checks: those errors come first
     result = run_training(
         cfg,
@@ -200,44 +202,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
-        **fold_option,
+        **run_options,
     )
     from fuse4seg.train.distributed import cleanup_distributed, is_main_process
 
     if is_main_process():
-        state = "stopped at --max-steps" if result.stopped_early else "finished"
-        best = "n/a" if result.best_dice is None else f"{result.best_dice:.3f}"
-        print(
-            f"{cfg.method} {state}: {result.steps} optimiser steps, {result.epochs_done} epochs, "
-            f"{result.seconds:.1f} s, best validation mean Dice {best}; run folder {args.output}"
-        )
+        print(result.summary_line(method, args.output))
     cleanup_distributed()
-    return 0
-
-
-def _run_rmr(args: argparse.Namespace) -> int:
-    """``--method rmr3d``: RMR-Fusion's two-stage 3D training (fuse4seg.rmr)."""
-    from fuse4seg.errors import ConfigError
-    from fuse4seg.rmr.train import load_train_config, train_rmr
-
-    if args.fold is not None:
-        raise ConfigError(f"--fold is not supported by method {RMR_METHOD!r}")
-    ablations = [f for f in ("no_bilevel", "no_decomp", "no_grad", "no_ema") if getattr(args, f)]
-    if ablations:
-        flags = ", ".join("--" + f.replace("_", "-") for f in ablations)
-        raise ConfigError(f"{flags} cannot be used with method {RMR_METHOD!r}")
-    # --preset overrides the YAML's preset unless it is left at its default
-    preset = args.preset if args.preset != "base" or not args.config else None
-    cfg = load_train_config(args.config, preset=preset)
-    _claim_run_folder(args)
-    model_path = train_rmr(
-        args.data,
-        args.output,
-        cfg,
-        device=args.device,
-        resume=args.resume,
-        max_steps=args.max_steps,
-        log=None if args.no_progress else print,
-    )
-    print(f"{RMR_METHOD} finished; model file {model_path}")
     return 0

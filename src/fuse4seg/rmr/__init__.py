@@ -9,7 +9,9 @@ Public API::
     predict_nifti(model, inputs, out_fused, out_seg)
     run_robustness_benchmark(adapter, store, out_dir, ...)   (RMRAdapter / SliceAdapter)
 
-Command line (until the main CLI is wired): ``python -m fuse4seg.rmr train|predict|robustness``.
+Training from the main CLI: ``fuse4seg train --method rmr3d`` (registered by
+:mod:`fuse4seg.rmr.runner`). Command line of the package: ``python -m fuse4seg.rmr
+train|predict|robustness``.
 Degradations live in :mod:`fuse4seg.degradations` (reusable by every method).
 """
 
@@ -32,6 +34,7 @@ from fuse4seg.rmr.robustness import (
     fusion_metrics,
     run_robustness_benchmark,
 )
+from fuse4seg.rmr.runner import RMR_METHOD, configure_rmr, register_rmr, run_rmr_training
 from fuse4seg.rmr.train import (
     RMRTrainConfig,
     load_train_config,
@@ -39,7 +42,15 @@ from fuse4seg.rmr.train import (
     train_rmr_on_store,
 )
 
+# plugin registration (fuse4seg.plugins): --method rmr3d; the model-file loader of rmr3d
+# registers in fuse4seg.rmr.predict
+register_rmr()
+
 __all__ = [
+    "RMR_METHOD",
+    "configure_rmr",
+    "register_rmr",
+    "run_rmr_training",
     "RMR_PRESETS",
     "SEMANTIC_HEADS",
     "RMRConfig",

@@ -29,8 +29,10 @@ and exports the raw leader.
 This module is only the registry (plus the four methods above, which are the shared
 trainer's own). Other methods register a :class:`MethodSpec` from their own packages with
 :func:`register_method` when those are imported: ``rule-<name>``
-(:mod:`fuse4seg.train.rule_methods`) and ``fuse4seg-v1`` (:mod:`fuse4seg.v1`, with its own
-``runner``, ``"module:function"`` called as ``runner(config, prep_dir, run_dir, **options)``).
+(:mod:`fuse4seg.train.rule_methods`), ``fuse4seg-v1`` (:mod:`fuse4seg.v1`, with its own
+``runner``, ``"module:function"`` called as ``runner(config, prep_dir, run_dir, **options)``)
+and ``rmr3d`` (:mod:`fuse4seg.rmr`, with its own runner and its own configuration,
+``configure``).
 :data:`METHODS` imports the plugin packages of :mod:`fuse4seg.plugins` the first time it is
 read, so importing this module is enough to see every method.
 """
@@ -85,7 +87,15 @@ class MethodSpec:
         steps_per_batch: ``(cfg, stage) -> (leader_steps, follower_steps)`` per batch, for
             the LR schedules (stage is ``"warmup"`` or ``"rollout"``).
         ablations: config flags (see :data:`ABLATION_FLAGS`) this method accepts.
-        runner: ``"module:function"`` that runs a whole training.
+        runner: ``"module:function"`` that runs a whole training, called as
+            ``runner(config, prep_dir, run_dir, device=..., resume=..., progress=...,
+            **options)`` and returning a :class:`~fuse4seg.train.trainer.TrainResult`.
+        configure: ``"module:function"`` for a method with a configuration of its own (not a
+            :class:`~fuse4seg.train.config.TrainConfig`), called as ``configure(options)``
+            with the ``fuse4seg train`` options (a dict: ``preset``, ``config`` (YAML path or
+            None), ``max_steps``, ``fold``, ``seed``, the ablation flags ``no_bilevel`` ...);
+            returns ``(config, runner options)`` and raises ConfigError for options the method
+            does not take. None: the shared TrainConfig (``make_config``).
     """
 
     name: str
@@ -98,10 +108,19 @@ class MethodSpec:
     steps_per_batch: Callable[[Any, str], tuple[int, int]] | None
     ablations: frozenset[str] = field(default_factory=frozenset)
     runner: str = "fuse4seg.train.trainer:run_training"
+    configure: str | None = None
 
     def load_runner(self) -> Callable[..., Any]:
-        module, _, func = self.runner.partition(":")
-        return getattr(importlib.import_module(module), func)
+        return _load_function(self.runner)
+
+    def load_configure(self) -> Callable[..., Any] | None:
+        return None if self.configure is None else _load_function(self.configure)
+
+
+def _load_function(target: str) -> Callable[..., Any]:
+    """The function of a ``"module:function"`` string."""
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 # --- per-batch functions ------------------------------------------------------------------

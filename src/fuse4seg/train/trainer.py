@@ -72,6 +72,15 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
 
+    def summary_line(self, method: str, run_folder: str | Path) -> str:
+        """The line ``fuse4seg train`` prints at the end of the run."""
+        state = "stopped at --max-steps" if self.stopped_early else "finished"
+        best = "n/a" if self.best_dice is None else f"{self.best_dice:.3f}"
+        return (
+            f"{method} {state}: {self.steps} optimiser steps, {self.epochs_done} epochs, "
+            f"{self.seconds:.1f} s, best validation mean Dice {best}; run folder {run_folder}"
+        )
+
 
 def collate_slices(batch: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``[(images (M, H, W), label (H, W), case_id), ...]`` -> ``(x (B, M, H, W), y (B, H, W),
