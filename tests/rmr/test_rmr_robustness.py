@@ -114,3 +114,20 @@ def test_benchmark_with_rmr_model_file(tmp_path):
     )
     assert len(res["cases"]) == 2 and not res["failed"]
     assert all(math.isfinite(res["summary"]["clean"][k]) for k in ("Dice_mean", "EN", "FMI"))
+
+
+def test_rmr_adapter_window_option(tmp_path):
+    torch.manual_seed(0)
+    cfg = RMRTrainConfig(preset="tiny", seg_head="unet", patch_size=(8, 16, 16))
+    net = create_rmr_net("tiny", 2, seg_head="unet", patch_size=(8, 16, 16))
+    save_torch_atomic(build_model_dict(net, cfg), tmp_path / "model.pt")
+    model = RMRAdapter.from_file(tmp_path / "model.pt", "cpu").model
+    images = np.random.default_rng(0).random((2, 12, 24, 24)).astype(np.float32)
+    f0, l0 = RMRAdapter(model)(images)
+    f1, l1 = RMRAdapter(model, window=(8, 16, 16), sw_batch_size=4)(images)  # = the patch
+    np.testing.assert_allclose(f1, f0, atol=1e-6)
+    np.testing.assert_array_equal(l1, l0)
+    f2, l2 = RMRAdapter(model, window=(16, 32, 32))(images)  # one window, larger than the patch
+    assert f2.shape == f0.shape and l2.shape == l0.shape
+    with pytest.raises(ValueError, match="window"):
+        RMRAdapter(model, window=(8, 16))

@@ -256,6 +256,14 @@ def _add_robustness(sub) -> None:
         "(default 0.5 1 2)",
     )
     p.add_argument(
+        "--window",
+        type=int,
+        nargs=3,
+        metavar=("D", "H", "W"),
+        help="3D models: sliding-window size for inference (default the training patch); "
+        "larger windows are faster on a CPU",
+    )
+    p.add_argument(
         "--windows",
         type=int,
         nargs="+",
@@ -425,7 +433,7 @@ def _run_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _robustness_adapter(path: Path, device):
+def _robustness_adapter(path: Path, device, window=None):
     """A 3D model (RMR-Fusion) -> RMRAdapter; any other fuse4seg model -> SliceAdapter."""
     from fuse4seg.inference.predictor import Predictor
     from fuse4seg.models.model_file import load_model_file
@@ -434,7 +442,7 @@ def _robustness_adapter(path: Path, device):
     model = load_model_file(path, device)  # ModelFileError names the file
     method = getattr(model, "method", None)
     if getattr(model, "spatial_dims", 2) == 3:
-        return RMRAdapter(model), method
+        return RMRAdapter(model, window=window, sw_batch_size=2 if window else 1), method
     predictor = Predictor(model, device=device)
     predictor.scale = 1.0  # store slices are already at the training resolution
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
@@ -467,7 +475,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
         split = "val"
     adapters, methods = [], []
     for path in args.model:
-        adapter, method = _robustness_adapter(path, device)
+        adapter, method = _robustness_adapter(path, device, args.window)
         adapters.append(adapter)
         methods.append(method)
     names = _model_names(list(args.model), methods, args.names)

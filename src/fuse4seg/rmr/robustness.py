@@ -79,12 +79,28 @@ class VolumeAdapter(Protocol):
 
 
 class RMRAdapter:
-    """Adapter for an RMR-Fusion model (``fuse4seg.rmr.load_rmr_model``)."""
+    """Adapter for an RMR-Fusion model (``fuse4seg.rmr.load_rmr_model``).
 
-    def __init__(self, model: Any, overlap: float = 0.25) -> None:
+    ``window``: sliding-window size ``(d, h, w)`` (default the training patch); a larger
+    window runs the same fully convolutional network over fewer, larger windows (on a CPU a
+    32x128x128 window was 6.7x faster than 16x32x32 windows one at a time).
+    ``sw_batch_size``: windows per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        overlap: float = 0.25,
+        window: Sequence[int] | None = None,
+        sw_batch_size: int = 1,
+    ) -> None:
         self.model = model
         self.modalities = list(model.modalities)
         self.overlap = overlap
+        self.window = tuple(int(v) for v in window) if window is not None else None
+        if self.window is not None and (len(self.window) != 3 or min(self.window) < 1):
+            raise ValueError(f"window must be 3 positive sizes (d, h, w), got {window}")
+        self.sw_batch_size = int(sw_batch_size)
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "auto") -> RMRAdapter:
@@ -93,7 +109,10 @@ class RMRAdapter:
         return cls(load_rmr_model(path, device))
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        return self.model.predict(images, overlap=self.overlap)
+        kwargs: dict[str, Any] = {"overlap": self.overlap, "sw_batch_size": self.sw_batch_size}
+        if self.window is not None:
+            kwargs["roi_size"] = self.window
+        return self.model.predict(images, **kwargs)
 
 
 class SliceAdapter:
