@@ -124,5 +124,6 @@ def test_sweep_cli_scores_models_on_the_same_degraded_volumes_of_a_fold(store_an
     md = (out / "sweep.md").read_text()
     assert "| condition |" in md and "structure 1x(4,16,16)" in md
     assert (out / "dice_vs_severity.png").stat().st_size > 1000
+    assert (out / "examples.png").stat().st_size > 1000
     # --names must name every model
     assert main([*args, "--names", "a", "--device", "cpu", "--overwrite"]) == 2

@@ -14,8 +14,10 @@ metrics EN, FMI, AG, SCD (:func:`fuse4seg.rmr.robustness.fusion_metrics`; FMI an
 the clean sources).
 
 Writes ``sweep_cases.csv`` (one row per model, condition, case), ``sweep.csv`` and
-``sweep.md`` (means over cases) and ``dice_vs_severity.png`` (mean Dice against severity, one
-panel per factor, one line per model; severity 0 = clean).
+``sweep.md`` (means over cases), ``dice_vs_severity.png`` (mean Dice against severity, one
+panel per factor, one line per model; severity 0 = clean) and ``examples.png`` (the sources
+and every model's fused image on the first case's slice with most tumour, clean and under the
+first degradation).
 """
 
 from __future__ import annotations
@@ -116,9 +118,18 @@ def run_robustness_sweep(
         raise ValueError("no models to evaluate")
     rows: list[dict[str, Any]] = []
     failed: list[tuple[str, str, str]] = []
+    # one slice of the first case (the one with most tumour), clean and under the first
+    # degradation, for the figure: condition -> {"sources" (M, H, W), model -> fused (H, W)}
+    shown = [c for c in conds if c.degradation is None][:1] + [
+        c for c in conds if c.degradation is not None
+    ][:1]
+    example: dict[str, dict[str, np.ndarray]] = {c.name: {} for c in shown}
+    example_slice = None
     for i, cid in enumerate(ids):
         raw = np.asarray(store.image(cid), dtype=np.float32)  # (D, M, H, W)
         ref = np.asarray(store.label(cid))
+        if i == 0:
+            example_slice = int(np.argmax((ref > 0).reshape(ref.shape[0], -1).sum(1)))
         for name, adapter in models.items():
             channels = select_modalities(store.modalities, adapter.modalities, "store")
             clean = np.clip(raw[:, channels], 0.0, 1.0).transpose(1, 0, 2, 3)  # (M, D, H, W)
@@ -131,6 +142,10 @@ def run_robustness_sweep(
                         x = torch.from_numpy(clean)[None]
                         images = cond.degradation(x, seed + i)[0].clamp(0.0, 1.0).numpy()
                     fused, labels = adapter(np.ascontiguousarray(images))
+                    if i == 0 and cond.name in example:
+                        example[cond.name].setdefault("sources", images[:, example_slice])
+                        if fused is not None:
+                            example[cond.name][name] = np.asarray(fused)[example_slice]
                     if labels.shape != ref.shape:
                         raise InputError(
                             cid, f"{name} returned labels {labels.shape}, expected {ref.shape}"
@@ -161,6 +176,9 @@ def run_robustness_sweep(
             }
             summary[name][cond.name]["cases"] = len(sel)
     files = _write(Path(out_dir), rows, summary, conds, list(models), len(ids))
+    if example_slice is not None and all(v for v in example.values()):
+        files.append(_plot_example(Path(out_dir) / "examples.png", example, ids[0],
+                                   example_slice, [str(m) for m in store.modalities]))  # fmt: skip
     for name, cid, msg in failed:
         say(f"FAILED {cid} ({name}): {msg}")
     return {"summary": summary, "rows": rows, "failed": failed, "files": files}
@@ -272,3 +290,40 @@ def _plot(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def _plot_example(
+    path: Path,
+    example: dict[str, dict[str, np.ndarray]],
+    case: str,
+    z: int,
+    modalities: list[str],
+) -> Path:
+    """Rows: conditions; columns: the sources, then each model's fused image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = list(example)
+    fused_names = [k for k in example[conds[0]] if k != "sources"]
+    n_src = example[conds[0]]["sources"].shape[0]
+    cols = n_src + len(fused_names)
+    fig, axes = plt.subplots(len(conds), cols, figsize=(2.2 * cols, 2.4 * len(conds)),
+                             squeeze=False)  # fmt: skip
+    for r, cond in enumerate(conds):
+        panels = [(m, example[cond]["sources"][k]) for k, m in enumerate(modalities[:n_src])]
+        panels += [(f"{n} fused", example[cond].get(n)) for n in fused_names]
+        for c, (title, img) in enumerate(panels):
+            ax = axes[r][c]
+            ax.axis("off")
+            if img is None:
+                continue
+            ax.imshow(np.asarray(img).T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower")
+            ax.set_title(f"{title}\n{cond}", fontsize=8)
+    fig.suptitle(f"{case}, slice {z}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
