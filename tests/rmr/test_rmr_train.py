@@ -86,7 +86,7 @@ def test_model_file_contract_and_loadable_wrapper(store, tmp_path):
     with torch.no_grad():
         fused, logits = model(x)
     assert fused.shape == (1, 1, 16, 32, 32) and logits.shape == (1, 4, 16, 32, 32)
-    assert (tmp_path / "log.jsonl").read_text().count("\n") == 2
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
 
 
 def test_resume_continues_bit_identically(store, tmp_path):
@@ -114,6 +114,16 @@ def test_resume_continues_bit_identically(store, tmp_path):
     for part in ("fusion", "segmentation"):
         for k, v in ref[part]["state_dict"].items():
             assert torch.equal(out[part]["state_dict"][k], v), k
+    # the log of the resumed run is the uninterrupted run's (lines after the checkpoint redone)
+    a, b = ((tmp_path / r / "metrics.jsonl").read_text() for r in ("a", "b"))
+    assert a == b and a.count("\n") == 5
+
+
+def test_run_folder_of_the_older_layout_is_refused_in_one_line(store, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"old")  # checkpoint.pt, log.jsonl, ...
+    with pytest.raises(InputError, match="older layout") as err:
+        train_rmr_on_store(store, tmp_path, TINY, device="cpu", resume=True, log=None)
+    assert "\n" not in str(err.value) and "checkpoint.pt" in str(err.value)
 
 
 def test_config_yaml_overrides_and_errors(tmp_path, store):

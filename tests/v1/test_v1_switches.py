@@ -158,6 +158,8 @@ def test_upper_level_step_trains_the_ablated_network_with_the_log_gan():
 def test_train_cli_reaches_the_switches_through_v1_overrides(tmp_path):
     import json
 
+    import yaml
+
     from fuse4seg.cli.main import main
     from fuse4seg.data.phantom import write_phantom_dataset
     from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
@@ -174,7 +176,7 @@ def test_train_cli_reaches_the_switches_through_v1_overrides(tmp_path):
                "--preset", "tiny", "--config", str(yml), "--max-steps", "3", "--device", "cpu",
                "--no-progress"])  # fmt: skip
     assert rc == 0
-    saved = json.loads((run / "v1_config.json").read_text())
+    saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["cross_attention"], saved["gan_loss"], saved["grad_convention"]) == (
         False,
         "log",

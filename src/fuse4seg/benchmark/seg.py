@@ -84,6 +84,7 @@ from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path, save_json_atomic
 from fuse4seg.metrics.segmentation import DICE_LEVELS
 from fuse4seg.train.rule_methods import RULE_METHOD_RULES, register_rule_methods
+from fuse4seg.train.run_folder import RunFolder
 
 __all__ = [
     "SegMethod",
@@ -434,7 +435,7 @@ def _train_v1(
         cfg, store.root, run_dir, device=str(device), progress=False, v1_overrides=overrides
     )
     run = MethodRun(method=method.name, seed=seed, train_seconds=time.perf_counter() - t0)
-    v1_cfg = json.loads((Path(run_dir) / "v1_config.json").read_text())
+    v1_cfg = RunFolder(run_dir).read_config()
     batches = v1_cfg.get("steps_per_epoch") or 0  # None: whole epochs (not counted)
     run.leader_steps = (v1_cfg["pretrain_epochs"] + v1_cfg["coop_epochs"]) * batches
     run.follower_steps = v1_cfg["coop_epochs"] * batches * v1_cfg["follower_steps"]

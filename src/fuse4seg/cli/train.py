@@ -99,24 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-#: what a run writes into RUN_DIR (the 2D trainer and rmr3d); --overwrite removes only these
-RUN_FILES = (
-    "config.yaml",
-    "run_info.json",
-    "metrics.jsonl",
-    "curves.png",
-    "last.pt",
-    "best.pt",
-    "model.pt",
-    "tensorboard",
-)
-
-
 def _claim_run_folder(args: argparse.Namespace) -> None:
     """The output policy for RUN_DIR (:mod:`fuse4seg.io.output_policy`).
 
     Never inside (or equal to) the store or the config file; a non-empty RUN_DIR is refused
-    unless ``--resume`` (continue it) or ``--overwrite`` (remove the run's own files first).
+    unless ``--resume`` (continue it) or ``--overwrite`` (remove the run's own files first:
+    :data:`fuse4seg.train.run_folder.RUN_FILES`, the same for every method).
     Under torchrun only rank 0 looks at the folder, before any rank writes to it.
     """
     import shutil
@@ -124,6 +112,7 @@ def _claim_run_folder(args: argparse.Namespace) -> None:
     from fuse4seg.errors import ConfigError, InputError
     from fuse4seg.io.atomic import remove_stale_temporaries
     from fuse4seg.io.output_policy import check_output_location
+    from fuse4seg.train.run_folder import RUN_FILES
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it: give one")

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4, the paper's)")
     t.add_argument("--max-steps", type=int, help="cap on the steps of each stage")
-    t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    t.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
     t.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="fuse + segment NIfTI volumes (input geometry)")

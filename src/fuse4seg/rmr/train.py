@@ -24,17 +24,19 @@ kernels, ``|g_d| + |g_h| + |g_w|``, zero padding: 32 a on a ramp of slope a) or 
 (kernels / 32, L2 magnitude: a). The ``paper`` preset uses the reference code's conventions,
 ``tiny`` / ``base`` the ``unit`` / ``abs`` ones (fuse4seg.losses.gradients).
 ``use_vf = False`` is the paper's "w/o L_VF" ablation (Table 5): stage 2 on ``eta L_LS`` only.
-Adam, lr 1e-4, random patches from the prepare store. Checkpoints (``checkpoint.pt``) are
-saved atomically and load with ``torch.load(weights_only=True)``; resume continues at the
-saved stage and step with the same random stream (patch and degradation randomness are
-seeded by ``(seed, stage, step)``). The result is ``model.pt`` (docs/architecture.md, method
-``"rmr3d"``, ``spatial_dims`` 3), loadable with :func:`fuse4seg.rmr.load_rmr_model`.
+Adam, lr 1e-4, random patches from the prepare store. The run folder has the layout of every
+method (:class:`fuse4seg.train.run_folder.RunFolder`: ``config.yaml``, ``run_info.json``,
+``metrics.jsonl``, ``last.pt``, ``model.pt``) plus ``stage1.pt`` (the trained autoencoder).
+The checkpoint ``last.pt`` is saved atomically and loads with ``torch.load(weights_only=True)``;
+resume continues at the saved stage and step with the same random stream (patch and
+degradation randomness are seeded by ``(seed, stage, step)``). The result is ``model.pt``
+(docs/architecture.md, method ``"rmr3d"``, ``spatial_dims`` 3), loadable with
+:func:`fuse4seg.rmr.load_rmr_model`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -49,11 +51,12 @@ from fuse4seg import __version__
 from fuse4seg.degradations import PRESETS, Degradation
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import ConfigError, InputError
-from fuse4seg.io.atomic import save_json_atomic, save_torch_atomic
+from fuse4seg.io.atomic import save_torch_atomic
 from fuse4seg.losses import gradient_magnitude, soft_dice_loss, ssim, total_variation
 from fuse4seg.losses.gradients import GRAD_CONVENTIONS, TV_CONVENTIONS
 from fuse4seg.rmr.data import NORMALISATION, PatchSampler, VolumeStore
 from fuse4seg.rmr.networks import RMR_PRESETS, RMRNet, config_dict, create_rmr_net
+from fuse4seg.train.run_folder import RunFolder, manifest_sha256
 
 __all__ = [
     "RMRTrainConfig",
@@ -68,9 +71,11 @@ __all__ = [
     "MODEL_NAME",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = RunFolder.LAST
 STAGE1_NAME = "stage1.pt"
-MODEL_NAME = "model.pt"
+MODEL_NAME = RunFolder.MODEL
+#: checkpoint of the run folders written before the common layout (not resumable)
+LEGACY_CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
@@ -333,23 +338,33 @@ def train_rmr_on_store(
     max_steps: int | None = None,
     log: Callable[[str], None] | None = print,
     where: str = "store",
+    run_info: dict[str, Any] | None = None,
 ) -> Path:
     """Train RMR-Fusion on any :class:`VolumeStore`; returns the path of ``model.pt``.
 
     Args:
         store: data store (``PreparedStore`` or :class:`InMemoryVolumeStore`).
-        run_dir: output folder (``checkpoint.pt``, ``stage1.pt`` (trained encoders and
-            decoder), ``model.pt``, ``train_config.json``, ``log.jsonl``).
+        run_dir: output folder, the common layout (:class:`~fuse4seg.train.run_folder.
+            RunFolder`: ``config.yaml``, ``run_info.json``, ``metrics.jsonl``, ``last.pt``,
+            ``model.pt``) plus ``stage1.pt`` (trained encoders and decoder).
         config: :class:`RMRTrainConfig`, dict or YAML path.
         device: ``auto``, ``cpu``, ``cuda``...
-        resume: continue from ``run_dir/checkpoint.pt`` (error if absent).
+        resume: continue from ``run_dir/last.pt`` (error if absent).
         max_steps: cap on the steps of *each* stage (smoke runs).
         log: line printer (None = silent).
         where: name used in error messages for the store.
+        run_info: extra entries for ``run_info.json``.
+
+    Raises:
+        InputError: a run folder that already holds a run (without ``resume``), no checkpoint
+            to resume from, or a run folder of the older rmr3d layout (``checkpoint.pt``);
+        ConfigError: bad options, or a resume with another network or convention.
     """
     cfg = load_train_config(config)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
+    if not resume:
+        folder.check_new()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     say = log or (lambda _msg: None)
     steps = {1: cfg.stage1_steps, 2: cfg.stage2_steps}
@@ -366,13 +381,20 @@ def train_rmr_on_store(
         cfg.preset, len(cfg.modalities), seg_head=cfg.seg_head, patch_size=patch
     ).to(dev)
     stage, step = 1, 0
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt_path = folder.last
     optimizer = _make_optimizer(net, 1, cfg.lr)
     if resume:
+        if not ckpt_path.is_file() and (run_dir / LEGACY_CHECKPOINT_NAME).is_file():
+            raise InputError(
+                run_dir,
+                f"an rmr3d run folder of the older layout ({LEGACY_CHECKPOINT_NAME}, log.jsonl, "
+                f"train_config.json) cannot be resumed; this version resumes from "
+                f"{CHECKPOINT_NAME}: start a new run folder",
+            )
         if not ckpt_path.is_file():
             raise InputError(ckpt_path, "no checkpoint to resume from")
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        if ckpt.get("format") != "rmr3d-checkpoint":
+        ckpt = folder.load_checkpoint(map_location=dev)
+        if ckpt.get("method") != "rmr3d":
             raise InputError(ckpt_path, "not an RMR-Fusion checkpoint")
         if ckpt["net_config"] != config_dict(net):
             raise ConfigError(f"{ckpt_path}: network config differs from the requested one")
@@ -390,20 +412,22 @@ def train_rmr_on_store(
         optimizer = _make_optimizer(net, min(stage, 2), cfg.lr)
         optimizer.load_state_dict(ckpt["optimizer"])
         say(f"resumed from {ckpt_path} at stage {stage}, step {step}")
-    save_json_atomic(cfg.to_dict(), run_dir / "train_config.json")
+        at = (stage, step)  # the resumed run logs the later steps again
+        folder.truncate_metrics(lambda r: (int(r.get("stage", 0)), int(r.get("step", 0))) <= at)
+    folder.create().write_config(cfg.to_dict())
+    folder.write_run_info("rmr3d", dev, resume, **(run_info or {}))
 
     def save_checkpoint() -> None:
-        save_torch_atomic(
+        folder.save_checkpoint(
             {
-                "format": "rmr3d-checkpoint",
+                "method": "rmr3d",
                 "stage": stage,
                 "step": step,
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "net_config": config_dict(net),
                 "train_config": cfg.to_dict(),
-            },
-            ckpt_path,
+            }
         )
 
     while stage <= 2:
@@ -427,8 +451,7 @@ def train_rmr_on_store(
             if step % cfg.log_every == 0 or step == steps[stage]:
                 dt = (time.perf_counter() - t0) / max(1, step)
                 rec = {"stage": stage, "step": step, "loss": float(loss.detach()), **parts}
-                with open(run_dir / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                folder.log_metrics(rec)
                 terms = " ".join(
                     f"{k} {v:.4f}" for k, v in rec.items() if k not in ("stage", "step")
                 )
@@ -454,7 +477,7 @@ def train_rmr_on_store(
             optimizer = _make_optimizer(net, 2, cfg.lr)
         save_checkpoint()
     model = build_model_dict(net, cfg, _normalisation_of(store))
-    out = run_dir / MODEL_NAME
+    out = folder.model
     save_torch_atomic(model, out)
     say(f"wrote {out}")
     return out
@@ -493,6 +516,7 @@ def train_rmr(
     if not prep_dir.is_dir():
         raise InputError(prep_dir, "prepared store folder not found (run `fuse4seg prepare`)")
     store = PreparedStore(prep_dir)
+    info = {"prep_dir": str(prep_dir), "manifest_sha256": manifest_sha256(prep_dir)}
     return train_rmr_on_store(
-        store, run_dir, config, device, resume, max_steps, log, where=str(prep_dir)
+        store, run_dir, config, device, resume, max_steps, log, str(prep_dir), info
     )

@@ -153,11 +153,11 @@ def _provenance(
     import sys
 
     from fuse4seg import __version__
-    from fuse4seg.train.trainer import _git_hash
+    from fuse4seg.train.run_folder import git_hash
 
     return [
         ["fuse4seg", __version__],
-        ["git commit", _git_hash() or "unknown (not a git checkout)"],
+        ["git commit", git_hash() or "unknown (not a git checkout)"],
         ["command", " ".join(sys.argv) or "(Python API)"],
         ["date", time.strftime("%Y-%m-%d %H:%M:%S %Z")],
         ["Python / PyTorch", f"{platform.python_version()} / {torch.__version__}"],

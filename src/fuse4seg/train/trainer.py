@@ -4,7 +4,7 @@
 (:mod:`fuse4seg.train.methods`); :class:`Trainer` does the work and can be built directly
 from any slice dataset and store (tests, benchmarks).
 
-Run folder::
+Run folder (:class:`~fuse4seg.train.run_folder.RunFolder`, the layout of every method)::
 
     config.yaml     resolved TrainConfig
     run_info.json   manifest hash, fuse4seg version, git hash, command, device, world size
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import subprocess
 import sys
 import time
 import warnings
@@ -34,21 +32,16 @@ from torch import nn
 
 from fuse4seg.device import autocast_dtype, resolve_device
 from fuse4seg.errors import ConfigError, Fuse4SegError, InputError, InputWarning
-from fuse4seg.io.atomic import atomic_path, save_json_atomic
 from fuse4seg.log import get_logger, show_progress
 from fuse4seg.models.model_file import FusionSegModel, save_model_file
 from fuse4seg.train import distributed as ddp
 from fuse4seg.train.bilevel import LossWeights, NonFiniteLossError, TrainState, cosine_factor
-from fuse4seg.train.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from fuse4seg.train.config import TrainConfig, save_config
+from fuse4seg.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from fuse4seg.train.config import TrainConfig
 from fuse4seg.train.ema import EMA
 from fuse4seg.train.evaluate import quick_dice
 from fuse4seg.train.methods import MethodSpec, check_method_options
+from fuse4seg.train.run_folder import RunFolder, manifest_sha256
 from fuse4seg.train.sampler import PatientBatchSampler
 
 _LOG = get_logger(__name__)
@@ -88,20 +81,6 @@ def collate_slices(batch: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor, 
     xs = torch.stack([torch.as_tensor(b[0], dtype=torch.float32) for b in batch])
     ys = torch.stack([torch.as_tensor(b[1]).long() for b in batch])
     return xs, ys, [str(b[2]) for b in batch]
-
-
-def _git_hash() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def build_networks(
@@ -160,6 +139,7 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.world_size > 1:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.train_data = train_data
         self.store = store
         if val_case_ids is None and store is not None:
@@ -353,7 +333,7 @@ class Trainer:
 
     def _save(self, name: str) -> None:
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint_state(), self.run_dir / name)
+            self.folder.save_checkpoint(self.checkpoint_state(), name)
 
     # --- models -----------------------------------------------------------------------
 
@@ -391,8 +371,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self.folder.log_metrics(record)
         if self._tb is not None:
             prefix = record.get("type", "train")
             for k, v in record.items():
@@ -402,40 +381,20 @@ class Trainer:
     def _truncate_metrics(self, step: int) -> None:
         """Drop ``metrics.jsonl`` lines after ``step`` (the checkpoint resumed from): the
         resumed run logs those steps again. A torn last line (killed mid-write) goes too."""
-        path = self.run_dir / "metrics.jsonl"
-        if not self.dist.is_main or not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-                kept.append(line)
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(f"{line}\n" for line in kept))
+        if self.dist.is_main:
+            self.folder.truncate_metrics(lambda record: int(record.get("step", 0)) <= step)
 
     def _write_run_files(self, resumed: bool) -> None:
         if not self.dist.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        from fuse4seg import __version__
-
-        info = {
-            "fuse4seg_version": __version__,
-            "git_hash": _git_hash(),
-            "command": " ".join(sys.argv),
-            "method": self.cfg.method,
-            "device": str(self.device),
-            "world_size": self.dist.world_size,
-            "torch_version": torch.__version__,
-            "resumed": resumed,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        self.folder.create().write_config(self.cfg.to_dict())
+        self.folder.write_run_info(
+            self.cfg.method,
+            self.device,
+            resumed,
+            world_size=self.dist.world_size,
             **self.run_info,
-        }
-        save_json_atomic(info, self.run_dir / "run_info.json")
+        )
         if self.cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -444,13 +403,13 @@ class Trainer:
                     "warning: tensorboard is not installed; --tensorboard ignored", file=sys.stderr
                 )
             else:
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+                self._tb = SummaryWriter(str(self.folder / RunFolder.TENSORBOARD))
 
     # --- the loop ---------------------------------------------------------------------
 
     def resume(self, path: str | Path | None = None) -> None:
         """Load ``last.pt`` (or ``path``) to continue where the run stopped."""
-        path = Path(path) if path is not None else self.run_dir / "last.pt"
+        path = Path(path) if path is not None else self.folder.last
         self.load_state(load_checkpoint(path, map_location=self.device), path)
 
     def fit(self, resumed: bool = False) -> TrainResult:
@@ -497,7 +456,7 @@ class Trainer:
                 except NonFiniteLossError as exc:
                     self._log({"type": "error", "epoch": epoch, "step": s.step, "error": str(exc)})
                     self._finish_curves()
-                    last = self.run_dir / "last.pt"
+                    last = self.folder.last
                     keep = f"; last good checkpoint: {last}" if last.exists() else ""
                     raise TrainingStopped(
                         f"training stopped at step {s.step} (epoch {epoch + 1}, {stage}): "
@@ -532,7 +491,7 @@ class Trainer:
                     break
             bar.close()
             if stopped:  # resumes at (epoch, batch_in_epoch), end-of-epoch work included
-                self._save("last.pt")
+                self._save(RunFolder.LAST)
                 break
             self.epoch, self.batch_in_epoch = epoch + 1, 0
             val = None
@@ -541,13 +500,13 @@ class Trainer:
             if self.dist.is_main:
                 means = {k: v / max(batches, 1) for k, v in sums.items()}
                 _LOG.info(_epoch_line(epoch, total_epochs, stage, means, val, s, epoch_t0))
-            self._save("last.pt")
+            self._save(RunFolder.LAST)
             ddp.barrier()
         if self.dist.is_main:  # also at --max-steps, so smoke runs give a usable model
-            save_model_file(self.export_model(), self.run_dir / "model.pt")
+            save_model_file(self.export_model(), self.folder.model)
             if self.spec.has_leader and s.leader_steps == 0:
                 warnings.warn(
-                    f"{self.run_dir / 'model.pt'}: the fusion leader made no optimiser step "
+                    f"{self.folder.model}: the fusion leader made no optimiser step "
                     "(the run ended inside the warm-up); its fused image is the untrained "
                     "leader's, not a trained fusion",
                     InputWarning,
@@ -577,17 +536,17 @@ class Trainer:
         score = val["mean"]
         if self.best_dice is None or score > self.best_dice:
             self.best_dice = score
-            self._save("best.pt")
+            self._save(RunFolder.BEST)
         return val
 
     def _finish_curves(self) -> None:
         if not self.dist.is_main:
             return
-        metrics = self.run_dir / "metrics.jsonl"
+        metrics = self.folder.metrics
         if metrics.exists():
             from fuse4seg.train.report import plot_training_curves
 
-            plot_training_curves(metrics, self.run_dir / "curves.png", title=self.cfg.method)
+            plot_training_curves(metrics, self.folder / RunFolder.CURVES, title=self.cfg.method)
 
 
 def _epoch_line(
@@ -614,20 +573,12 @@ def _epoch_line(
     return " | ".join(parts)
 
 
-def _manifest_hash(prep_dir: Path) -> str | None:
-    manifest = prep_dir / "manifest.json"
-    if not manifest.is_file():
-        return None
-    return hashlib.sha256(manifest.read_bytes()).hexdigest()
-
-
 def _run_fold(run_dir: Path, fold: int | None) -> int | None:
     """The fold of a run being resumed: its ``run_info.json`` fold; ``fold`` must agree."""
-    info_path = run_dir / "run_info.json"
-    try:
-        saved = json.loads(info_path.read_text()).get("fold")
-    except (OSError, ValueError, AttributeError):
+    info = RunFolder(run_dir).read_run_info()
+    if info is None:
         return fold  # no readable run info: trust the command line
+    saved = info.get("fold")
     if fold is not None and saved != fold:
         was = "no fold" if saved is None else f"fold {saved}"
         raise InputError(run_dir, f"the run was trained on {was}, not fold {fold}")
@@ -660,13 +611,13 @@ def run_training(
     from fuse4seg.data.store import PreparedStore
 
     prep_dir, run_dir = Path(prep_dir), Path(run_dir)
-    ckpt = None
+    folder, ckpt = RunFolder(run_dir), None
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = folder.load_checkpoint()
         saved = TrainConfig(**{**ckpt["config"], "max_steps": cfg.max_steps})
         cfg = dataclasses.replace(saved).validate()
-    elif (run_dir / "last.pt").exists():
-        raise InputError(run_dir, "already holds a run (last.pt); use --resume or a new folder")
+    else:
+        folder.check_new()
     fold = _run_fold(run_dir, fold) if resume else fold
     store = PreparedStore(prep_dir)
     fold_info: dict[str, Any] = {}
@@ -710,10 +661,10 @@ def run_training(
         progress=progress,
         run_info={
             "prep_dir": str(prep_dir),
-            "manifest_sha256": _manifest_hash(prep_dir),
+            "manifest_sha256": manifest_sha256(prep_dir),
             **fold_info,
         },
     )
     if ckpt is not None:
-        trainer.load_state(ckpt, run_dir / "last.pt")
+        trainer.load_state(ckpt, folder.last)
     return trainer.fit(resumed=resume)

@@ -3,18 +3,19 @@
 
 :func:`run_v1_training` is the runner registered for ``--method fuse4seg-v1`` (called as
 ``runner(config, prep_dir, run_dir, device=..., resume=..., progress=...)`` by the trainer);
-:func:`train_v1` is the plain Python API. Files written to ``run_dir``:
+:func:`train_v1` is the plain Python API. ``run_dir`` has the layout of every method
+(:class:`fuse4seg.train.run_folder.RunFolder`):
 
+* ``config.yaml`` — the resolved :class:`~fuse4seg.v1.config.V1Config`;
+* ``run_info.json`` — version, git hash, command, device, store and its manifest hash;
 * ``metrics.jsonl`` — one line per ``log_every`` steps (stage, epoch, step, loss terms);
 * ``last.pt`` — checkpoint at every epoch end and when ``max_steps`` stops the run
-  (resume restarts the interrupted epoch);
-* ``v1_config.json`` — the resolved :class:`~fuse4seg.v1.config.V1Config`;
+  (resume restarts the interrupted epoch, and the lines logged after the checkpoint go);
 * ``model.pt`` — fusion network (``config["arch"] == "v1"``) + segmentation network.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import InputError
-from fuse4seg.io.atomic import save_json_atomic
+from fuse4seg.train.run_folder import RunFolder, manifest_sha256
 
 from .config import V1_PRESETS, V1Config, make_v1_config, saved_v1_config
 from .cooperative import (
@@ -113,17 +114,16 @@ def train_v1(
     """
     from fuse4seg.data import PreparedStore, SliceDataset
     from fuse4seg.models.model_file import FusionSegModel, save_model_file
-    from fuse4seg.train.checkpoint import load_checkpoint, save_checkpoint
     from fuse4seg.train.trainer import collate_slices
 
     t0 = time.time()
     prep_dir, run_dir = Path(prep_dir), Path(run_dir)
-    ckpt = None
+    folder, ckpt = RunFolder(run_dir), None
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = folder.load_checkpoint()
         config = saved_v1_config(ckpt["v1_config"])
-    elif (run_dir / "last.pt").exists():
-        raise InputError(run_dir, "already holds a run (last.pt); use --resume or a new folder")
+    else:
+        folder.check_new()
     config.validate()
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
@@ -161,23 +161,24 @@ def train_v1(
         for key, obj in stateful.items():
             obj.load_state_dict(ckpt["state"][key])
         stage, epoch, step = ckpt["stage"], int(ckpt["epoch"]), int(ckpt["step"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json_atomic(config.to_dict(), run_dir / "v1_config.json")
+    folder.create().write_config(config.to_dict())
+    info = {"prep_dir": str(prep_dir), "manifest_sha256": manifest_sha256(prep_dir)}
+    folder.write_run_info(V1_METHOD_NAME, dev, resume, **info)
+    if ckpt is not None:  # the resumed run logs the steps after the checkpoint again
+        folder.truncate_metrics(lambda record: int(record.get("step", 0)) <= step)
     coop = CooperativeState(fusion, seg, discs, opt_f, opt_s, opt_dc, make_seg_loss(config))
 
     def checkpoint() -> None:
-        save_checkpoint(
+        folder.save_checkpoint(
             {
                 "method": V1_METHOD_NAME, "v1_config": config.to_dict(), "stage": stage,
                 "epoch": epoch, "step": step,
                 "state": {k: v.state_dict() for k, v in stateful.items()},
-            },
-            run_dir / "last.pt",
+            }
         )  # fmt: skip
 
     def log(record: dict[str, Any]) -> None:
-        with open(run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        folder.log_metrics(record)
         if progress:
             print(
                 " ".join(
@@ -230,7 +231,7 @@ def train_v1(
         seg_preset=config.seg_preset,
         train_config={"method": V1_METHOD_NAME, **config.to_dict()},
     )
-    save_model_file(model, run_dir / "model.pt")
+    save_model_file(model, folder.model)
     return {
         "run_dir": run_dir, "steps": step, "stage": stage, "epoch": epoch,
         "stopped_early": stopped, "seconds": time.time() - t0, "last": last,
