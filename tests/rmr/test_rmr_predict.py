@@ -1,4 +1,5 @@
-"""RMR-Fusion prediction: sliding window keeps shape, NIfTI keeps geometry, errors."""
+"""RMR-Fusion prediction: sliding window keeps shape, the main Predictor keeps the NIfTI
+geometry, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fuse4seg.errors import InputError, ModelFileError
 from fuse4seg.io.atomic import save_torch_atomic
 from fuse4seg.rmr.__main__ import main as rmr_main
 from fuse4seg.rmr.networks import create_rmr_net
-from fuse4seg.rmr.predict import load_rmr_model, predict_nifti, predict_volume
+from fuse4seg.rmr.predict import load_rmr_model, predict_volume
 from fuse4seg.rmr.train import RMRTrainConfig, build_model_dict
 
 
@@ -60,42 +61,52 @@ def test_predictor_interface_on_nifti_axes(model_file):
     np.testing.assert_allclose(no_tta[0, 0].numpy(), plain.transpose(1, 2, 0), atol=1e-6)
 
 
+def _case_folder(root, affine, shapes=((21, 18, 10), (21, 18, 10))):
+    """A BraTS 2021 case folder of random T1 / FLAIR volumes (a 2-voxel empty border)."""
+    case = root / "BraTS2021_00001"
+    case.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    vols = []
+    for name, shape in zip(("t1", "flair"), shapes, strict=True):
+        vol = (rng.random(shape) * 800).astype(np.int16)
+        vol[:2] = 0
+        nib.save(nib.Nifti1Image(vol, affine), str(case / f"{case.name}_{name}.nii.gz"))
+        vols.append(vol)
+    return case, vols
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.5])
-def test_predict_nifti_keeps_shape_and_affine(model_file, tmp_path, scale):
+def test_main_predictor_keeps_shape_and_affine(model_file, tmp_path, scale):
+    """rmr3d volumes go through fuse4seg predict's Predictor (the one NIfTI predictor)."""
+    from fuse4seg.inference import Predictor
+    from fuse4seg.rmr.data import volumes_to_store_layout
+
     model = load_rmr_model(model_file, "cpu")
     model.preprocessing["scale"] = scale  # a store prepared at half in-plane resolution
     affine = np.array([[-1.2, 0, 0, 30.0], [0, -1.0, 0, 12.0], [0, 0, 2.0, -5.0], [0, 0, 0, 1.0]])
-    rng = np.random.default_rng(0)
-    paths = []
-    for name in ("t1", "flair"):
-        vol = (rng.random((21, 18, 10)) * 800).astype(np.int16)
-        vol[:2] = 0
-        p = tmp_path / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(vol, affine), str(p))
-        paths.append(p)
-    out_f, out_s = tmp_path / "out" / "fused.nii.gz", tmp_path / "out" / "seg.nii.gz"
-    fused, labels = predict_nifti(model, paths, out_f, out_s, et_label=4)
-    f_img, s_img = nib.load(str(out_f)), nib.load(str(out_s))
-    assert f_img.shape == (21, 18, 10) and s_img.shape == (21, 18, 10)
-    np.testing.assert_allclose(f_img.affine, affine)
-    np.testing.assert_allclose(s_img.affine, affine)
-    seg = np.asarray(s_img.dataobj)
-    assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2, 4}
-    assert np.array_equal(seg == 4, labels == 3)
-    np.testing.assert_allclose(np.asarray(f_img.dataobj), fused, atol=1e-6)
-    assert not list((tmp_path / "out").glob(".tmp-*"))
+    case, vols = _case_folder(tmp_path, affine)
+    pred = Predictor(model, device="cpu", amp=False).predict_case(case)
+    assert pred.seg.shape == pred.fused.shape == (21, 18, 10)
+    np.testing.assert_allclose(pred.affine, affine)
+    assert pred.seg.dtype == np.uint8 and set(np.unique(pred.seg)) <= {0, 1, 2, 3}
+    # the model's own prediction on the volumes normalised as `prepare` does
+    x = volumes_to_store_layout(vols).transpose(1, 2, 3, 0)[None]  # (1, M, X, Y, Z)
+    fused, probs = model.predict_volume(torch.from_numpy(np.ascontiguousarray(x)))
+    assert np.array_equal(pred.seg, probs[0].argmax(0).numpy())
+    brain = (vols[0] != 0) | (vols[1] != 0)
+    np.testing.assert_allclose(pred.fused[brain], fused[0, 0].numpy()[brain], atol=1e-6)
 
 
-def test_predict_nifti_input_errors(model_file, tmp_path):
-    model = load_rmr_model(model_file, "cpu")
-    a = tmp_path / "a.nii.gz"
-    b = tmp_path / "b.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), str(a))
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 9), np.float32), np.eye(4)), str(b))
-    with pytest.raises(InputError, match="need 2 inputs"):
-        predict_nifti(model, [a], None, None)
-    with pytest.raises(InputError, match="b.nii.gz: geometry differs"):
-        predict_nifti(model, [a, b], None, None)
+def test_main_predictor_input_errors(model_file, tmp_path):
+    from fuse4seg.inference import Predictor
+
+    predictor = Predictor(load_rmr_model(model_file, "cpu"), device="cpu", amp=False)
+    case, _ = _case_folder(tmp_path / "a", np.eye(4), shapes=((8, 8, 8), (8, 8, 9)))
+    with pytest.raises(InputError, match=r"flair.nii.gz: shape .* differs from"):
+        predictor.predict_case(case)
+    (case / f"{case.name}_flair.nii.gz").unlink()
+    with pytest.raises(InputError, match="missing flair"):
+        predictor.predict_case(case)
 
 
 def test_model_file_errors(tmp_path, model_file):
@@ -114,17 +125,10 @@ def test_model_file_errors(tmp_path, model_file):
 
 
 def test_module_cli_reports_user_errors(tmp_path, capsys):
-    code = rmr_main(
-        [
-            "predict",
-            "--model",
-            str(tmp_path / "none.pt"),
-            "--inputs",
-            "x.nii.gz",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    model = str(tmp_path / "none.pt")
+    code = rmr_main(["robustness", "--model", model, "--out", str(tmp_path), "--phantom", "1"])
     assert code == 2
     assert "error:" in capsys.readouterr().err
     assert rmr_main(["train", "--run-dir", str(tmp_path / "r")]) == 2
+    with pytest.raises(SystemExit):  # NIfTI prediction is `fuse4seg predict` (every method)
+        rmr_main(["predict", "--model", "m.pt", "--inputs", "a.nii.gz", "--out", str(tmp_path)])

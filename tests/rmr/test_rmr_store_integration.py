@@ -1,4 +1,4 @@
-"""End to end on a real prepare store: phantom NIfTI -> prepare -> train_rmr -> predict_nifti."""
+"""End to end on a real prepare store: phantom NIfTI -> prepare -> train_rmr -> Predictor."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fuse4seg.errors import InputError
-from fuse4seg.rmr.predict import load_rmr_model, predict_nifti
+from fuse4seg.rmr.predict import load_rmr_model
 from fuse4seg.rmr.train import train_rmr
 
 
@@ -24,7 +24,7 @@ def prepared(tmp_path_factory):
     return root / "prep", folders
 
 
-def test_train_on_prepare_store_then_predict_nifti(prepared, tmp_path):
+def test_train_on_prepare_store_then_predict_with_the_main_predictor(prepared, tmp_path):
     prep, folders = prepared
     cfg = {
         "preset": "tiny",
@@ -36,15 +36,14 @@ def test_train_on_prepare_store_then_predict_nifti(prepared, tmp_path):
     path = train_rmr(prep, tmp_path / "run", cfg, device="cpu", max_steps=1, log=None)
     md = torch.load(path, weights_only=True)
     assert md["normalisation"]["scale"] == 0.5 and "store" in md["normalisation"]
+    from fuse4seg.inference import Predictor
+
     model = load_rmr_model(path, "cpu")
     case = folders[0]
-    inputs = [next(case.glob(f"*_{m}.nii.gz")) for m in ("t1", "flair")]
-    out = tmp_path / "pred"
-    fused, labels = predict_nifti(model, inputs, out / "f.nii.gz", out / "s.nii.gz")
-    ref = nib.load(str(inputs[0]))
-    seg = nib.load(str(out / "s.nii.gz"))
-    assert seg.shape == ref.shape == fused.shape == labels.shape
-    np.testing.assert_allclose(seg.affine, ref.affine)
+    pred = Predictor(model, device="cpu", amp=False).predict_case(case)
+    ref = nib.load(str(next(case.glob("*_t1.nii.gz"))))
+    assert pred.seg.shape == pred.fused.shape == ref.shape
+    np.testing.assert_allclose(pred.affine, ref.affine)
 
 
 def test_train_rmr_missing_store(tmp_path):

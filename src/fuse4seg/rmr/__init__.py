@@ -6,12 +6,11 @@ Public API::
     create_rmr_net(preset, num_modalities, **overrides) -> RMRNet   (tiny / base / paper)
     train_rmr(prep_dir, run_dir, config, device, resume, max_steps) -> Path of model.pt
     load_rmr_model(path, device) -> RMRModel;  predict_volume(net, images (M, D, H, W))
-    predict_nifti(model, inputs, out_fused, out_seg)
     run_robustness_benchmark(adapter, store, out_dir, ...)   (RMRAdapter / SliceAdapter)
 
 Training from the main CLI: ``fuse4seg train --method rmr3d`` (registered by
 :mod:`fuse4seg.rmr.runner`). Command line of the package: ``python -m fuse4seg.rmr
-train|predict|robustness``.
+train|robustness``; prediction: ``fuse4seg predict`` (:class:`fuse4seg.inference.Predictor`).
 Degradations live in :mod:`fuse4seg.degradations` (reusable by every method).
 """
 
@@ -26,7 +25,7 @@ from fuse4seg.rmr.networks import (
     RMROutput,
     create_rmr_net,
 )
-from fuse4seg.rmr.predict import RMRModel, load_rmr_model, predict_nifti, predict_volume
+from fuse4seg.rmr.predict import RMRModel, load_rmr_model, predict_volume
 from fuse4seg.rmr.robustness import (
     RMRAdapter,
     SliceAdapter,
@@ -64,7 +63,6 @@ __all__ = [
     "RMRModel",
     "load_rmr_model",
     "predict_volume",
-    "predict_nifti",
     "RMRAdapter",
     "SliceAdapter",
     "dice_per_class",

@@ -1,7 +1,8 @@
-"""``python -m fuse4seg.rmr train|predict|robustness ...`` -- RMR-Fusion end to end.
+"""``python -m fuse4seg.rmr train|robustness ...`` -- RMR-Fusion on a store or on phantoms.
 
 A thin argparse layer over :mod:`fuse4seg.rmr`; user errors print ``error: ...`` and exit 2.
 ``--phantom N`` replaces the prepared store by ``N`` in-memory phantom cases (quick demos).
+Prediction on NIfTI volumes is ``fuse4seg predict -m RUN_DIR/model.pt`` (every method).
 """
 
 from __future__ import annotations
@@ -62,23 +63,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from fuse4seg.rmr.predict import load_rmr_model, predict_nifti
-
-    model = load_rmr_model(args.model, args.device)
-    out = Path(args.out)
-    predict_nifti(
-        model,
-        args.inputs,
-        out / f"{args.name}_fused.nii.gz",
-        out / f"{args.name}_seg.nii.gz",
-        et_label=args.et_label,
-        overlap=args.overlap,
-    )
-    print(f"wrote {out / (args.name + '_fused.nii.gz')} and {out / (args.name + '_seg.nii.gz')}")
-    return 0
-
-
 def _cmd_robustness(args: argparse.Namespace) -> int:
     from fuse4seg.rmr.robustness import RMRAdapter, run_robustness_benchmark
 
@@ -125,16 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="cap on the steps of each stage")
     t.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
     t.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("predict", help="fuse + segment NIfTI volumes (input geometry)")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--inputs", type=Path, nargs="+", required=True, help="one NIfTI per modality")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--name", default="case", help="output file prefix (default case)")
-    p.add_argument("--et-label", type=int, choices=(3, 4), default=4, help="ET value (default 4)")
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap (default 0.25)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=_cmd_predict)
 
     r = sub.add_parser("robustness", help="Dice and EN/FMI/AG/SCD, clean vs degraded")
     _data_args(r)

@@ -4,8 +4,9 @@
 * :func:`predict_volume` -- ``(M, D, H, W)`` in [0, 1] -> fused ``(D, H, W)`` float32 in [0, 1]
   and labels ``(D, H, W)`` uint8 (canonical 0 bg, 1 NCR, 2 ED, 3 ET), via
   ``monai.inferers.sliding_window_inference`` with the training patch as window.
-* :func:`predict_nifti` -- NIfTI files ``(X, Y, Z)`` -> fused and segmentation NIfTI in the
-  input geometry (same shape and affine; labels written in the chosen BraTS convention).
+* :meth:`RMRModel.predict_volume` -- NIfTI axes ``(1, M, X, Y, Z)``, the interface of
+  :class:`fuse4seg.inference.Predictor`: ``fuse4seg predict`` (the one NIfTI predictor)
+  reads, normalises and writes the volumes of rmr3d models as of every other method.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fuse4seg.device import resolve_device
-from fuse4seg.errors import InputError, ModelFileError
+from fuse4seg.errors import ModelFileError
 from fuse4seg.models.model_file import register_model_loader
-from fuse4seg.rmr.data import volumes_to_store_layout
 from fuse4seg.rmr.networks import RMRNet
 
-__all__ = ["RMRModel", "load_rmr_model", "predict_volume", "sliding_window", "predict_nifti"]
+__all__ = ["RMRModel", "load_rmr_model", "predict_volume", "sliding_window"]
 
 
 class RMRModel(nn.Module):
@@ -220,61 +220,6 @@ def sliding_window(
         device=x.device,
     )  # (1, 1 + K, D, H, W)
     return res[:, :1], res[:, 1:]
-
-
-def predict_nifti(
-    model: RMRModel,
-    inputs: Sequence[str | Path],
-    out_fused: str | Path | None,
-    out_seg: str | Path | None,
-    et_label: int = 4,
-    overlap: float = 0.25,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse and segment co-registered NIfTI volumes; write results in the input geometry.
-
-    Args:
-        model: from :func:`load_rmr_model`.
-        inputs: one NIfTI per model modality, in ``model.modalities`` order, same shape/affine.
-        out_fused: fused volume path (float32 in [0, 1]) or None.
-        out_seg: segmentation path (uint8; ET written as ``et_label``, 4 = BraTS 2018-2022,
-            3 = BraTS 2023) or None.
-        et_label: label value of enhancing tumour in the written file.
-        overlap: sliding-window overlap.
-
-    Returns:
-        ``(fused (X, Y, Z), canonical labels (X, Y, Z))`` arrays.
-    """
-    from fuse4seg.data.loading import read_nifti, save_segmentation, save_volume
-
-    if len(inputs) != len(model.modalities):
-        raise InputError(
-            None, f"need {len(model.modalities)} inputs {model.modalities}, got {len(inputs)}"
-        )
-    vols, ref = [], None
-    for p in inputs:
-        arr, img = read_nifti(p)
-        if arr.ndim != 3:
-            raise InputError(p, f"expected a 3D volume, got shape {arr.shape}")
-        if ref is None:
-            ref = (arr.shape, img.affine, img.header, p)
-        elif arr.shape != ref[0] or not np.allclose(img.affine, ref[1], atol=1e-3):
-            raise InputError(p, f"geometry differs from {ref[3]} (shape or affine)")
-        vols.append(arr)
-    if ref is None:
-        raise InputError(None, "no input volumes given")
-    shape, affine, header, _ = ref
-    images = volumes_to_store_layout(vols).transpose(1, 2, 3, 0)[None]  # (1, M, X, Y, Z)
-    model.overlap = overlap
-    fused_t, probs = model.predict_volume(torch.from_numpy(np.ascontiguousarray(images)))
-    fused_xyz = fused_t[0, 0].numpy().astype(np.float32)  # (X, Y, Z)
-    labels_xyz = probs[0].argmax(dim=0).numpy().astype(np.uint8)
-    if fused_xyz.shape != shape:  # pragma: no cover - guarded by predict_volume
-        raise RuntimeError(f"prediction shape {fused_xyz.shape} != input {shape}")
-    if out_fused is not None:
-        save_volume(fused_xyz.astype(np.float32), out_fused, affine, header)
-    if out_seg is not None:
-        save_segmentation(labels_xyz, out_seg, affine, et_label=et_label, header=header)
-    return fused_xyz, labels_xyz
 
 
 # plugin registration (fuse4seg.plugins): load_model_file builds rmr3d files with this loader
