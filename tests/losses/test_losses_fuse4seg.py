@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,3 +216,65 @@ def test_class_separation_gradient_pushes_class_means_apart():
     inside = (y == 2).unsqueeze(1)
     # gradient descent moves the two classes in opposite directions
     assert float(f.grad[inside].sum()) * float(f.grad[~inside].sum()) < 0
+
+
+def test_class_contrasts_hand_values_and_affine_invariance():
+    from fuse4seg.losses import class_contrasts
+
+    y = torch.zeros(1, 4, 4, dtype=torch.long)
+    y[0, 0] = 1  # 4 pixels of class 1, 12 of class 0
+    img = torch.zeros(1, 1, 4, 4)
+    img[0, 0, 0] = 3.0
+    img[0, 0, 1:, :2] = 1.0  # healthy: six 1s, six 0s: mean 0.5, sd 0.5
+    region = torch.ones(1, 4, 4, dtype=torch.bool)
+    k, valid = class_contrasts(img, y, region, min_pixels=4)
+    assert float(k[0, 0]) == pytest.approx(2.5 / math.sqrt(0.25 + 1e-6), rel=1e-6)
+    assert bool(valid[0, 0])
+    k2, _ = class_contrasts(5.0 * img - 2.0, y, region, min_pixels=4)
+    assert float(k2[0, 0]) == pytest.approx(float(k[0, 0]), rel=1e-5)
+    # healthy tissue counts inside the region only: row 3 (two 1s, two 0s) left out
+    region[0, 3] = False
+    img2 = img.clone()
+    img2[0, 0, 3] = 9.0
+    k3, _ = class_contrasts(img2, y, region, min_pixels=4)
+    assert float(k3[0, 0]) == pytest.approx(2.5 / math.sqrt(0.25 + 1e-6), rel=1e-5)
+    _, few = class_contrasts(img, y, region, min_pixels=5)
+    assert not bool(few.any())
+
+
+def test_contrast_floor_is_one_sided_and_pushes_a_flattened_class_back():
+    from fuse4seg.losses import contrast_floor_loss
+
+    torch.manual_seed(0)
+    y = torch.zeros(2, 16, 16, dtype=torch.long)
+    y[:, 4:8, 4:8] = 2
+    y[:, 10:13, 10:13] = 3
+    brain = torch.ones(2, 16, 16, dtype=torch.bool)
+    ref = torch.rand(2, 1, 16, 16) * 0.2 + 0.3
+    ref[:, 0][y == 2] += 0.3
+    ref[:, 0][y == 3] += 0.5
+    assert float(contrast_floor_loss(ref, ref, y, brain)) == 0.0
+    # more contrast than the reference, or any positive affine copy: no loss
+    stronger = ref.clone()
+    stronger[:, 0][y == 2] += 0.4
+    assert float(contrast_floor_loss(stronger, ref, y, brain)) == 0.0
+    scaled = 3.0 * ref + 1.0
+    assert float(contrast_floor_loss(scaled, ref, y, brain)) == pytest.approx(0.0, abs=1e-5)
+    # class 2 flattened into healthy tissue: a loss, whose gradient brightens class 2
+    flat = ref.clone()
+    flat[:, 0][y == 2] -= 0.3
+    flat.requires_grad_(True)
+    loss = contrast_floor_loss(flat, ref, y, brain)
+    loss.backward()
+    assert float(loss) > 0.1
+    assert float(flat.grad[:, 0][y == 2].mean()) < 0.0
+    # no valid class (one class only): 0 with a graph
+    g = torch.rand(1, 1, 4, 4, requires_grad=True)
+    out = contrast_floor_loss(g, g.detach(), torch.zeros(1, 4, 4, dtype=torch.long),
+                              torch.ones(1, 4, 4, dtype=torch.bool))  # fmt: skip
+    out.backward()
+    assert float(out) == 0.0 and g.grad is not None
+    with pytest.raises(ValueError, match="must be"):
+        contrast_floor_loss(flat[:, 0], ref[:, 0], y, brain)
+    with pytest.raises(ValueError, match="differ in size"):
+        contrast_floor_loss(flat, ref, y[:, :8], brain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fuse4seg.errors import ConfigError
 from fuse4seg.losses import DiceCELoss
 from fuse4seg.models import create_fusion_net, create_seg_net
 from fuse4seg.train import bilevel
@@ -287,6 +288,26 @@ def test_separation_anchor_enters_the_leader_loss_only_with_labels():
     assert "sep" not in terms_nolab
 
 
+def test_contrast_floor_enters_the_leader_loss_only_with_labels():
+    from fuse4seg.losses import contrast_floor_loss
+
+    x, y, _ = _batch()
+    s = _state(weights=LossWeights(1.0, 5.0, 0.05, contrast_floor=3.0))
+    out = s.leader(x)
+    logits = s.follower(out.fused)
+    total, terms = bilevel.upper_loss(s, out, x, logits, y)
+    brain = x.amax(dim=1) > 0
+    expected = contrast_floor_loss(out.fused, x.mean(dim=1, keepdim=True), y, brain)
+    assert terms["floor"] == pytest.approx(float(expected), rel=1e-6)
+    s0 = _state()
+    out0 = s0.leader(x)
+    total0, terms0 = bilevel.upper_loss(s0, out0, x, s0.follower(out0.fused), y)
+    assert "floor" not in terms0
+    assert float(total) == pytest.approx(float(total0) + 3.0 * terms["floor"], rel=1e-5, abs=1e-6)
+    _, terms_nolab = bilevel.upper_loss(s, out, x, None, None)
+    assert "floor" not in terms_nolab
+
+
 def test_leader_criterion_replaces_l_seg_in_the_upper_loss_only():
     x, y, _ = _batch()
     s = _state(weights=LossWeights(0.0, 0.0, 0.0))
@@ -317,3 +338,9 @@ def test_trainer_builds_the_leader_criterion_and_sep_weight_from_the_config(tmp_
     trainer = Trainer(cfg, data, tmp_path / "set", device="cpu", progress=False)
     assert isinstance(trainer.state.leader_seg_criterion, DiceCELoss)
     assert trainer.state.weights.sep == 0.5
+    assert trainer.state.weights.contrast_floor == 0.0
+    cfg = make_config("tiny", batch_size=4, tumour_fraction=None, contrast_floor=2.0)
+    trainer = Trainer(cfg, data, tmp_path / "floor", device="cpu", progress=False)
+    assert trainer.state.weights.contrast_floor == 2.0
+    with pytest.raises(ConfigError, match="contrast_floor"):
+        make_config("tiny", contrast_floor=-1.0)

@@ -6,7 +6,9 @@ All accept 2D ``(B, C, H, W)`` and, where meaningful, 3D ``(B, C, D, H, W)`` ten
 from __future__ import annotations
 
 from .fusion import (
+    class_contrasts,
     class_separation_loss,
+    contrast_floor_loss,
     correlation_coefficient,
     decomposition_loss,
     gradient_loss,
@@ -30,7 +32,9 @@ __all__ = [
     "TV_CONVENTIONS",
     "DiceCELoss",
     "SSIMLoss",
+    "class_contrasts",
     "class_separation_loss",
+    "contrast_floor_loss",
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",

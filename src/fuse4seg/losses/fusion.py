@@ -21,7 +21,9 @@ import torch
 from .gradients import check_grad_convention, gradient_magnitude, sobel_magnitude
 
 __all__ = [
+    "class_contrasts",
     "class_separation_loss",
+    "contrast_floor_loss",
     "correlation_coefficient",
     "decomposition_loss",
     "gradient_loss",
@@ -245,3 +247,83 @@ def class_separation_loss(
         return f.sum() * 0.0
     overlap = 1.0 / (1.0 + d)
     return overlap[pair_ok].mean()
+
+
+def class_contrasts(
+    image: torch.Tensor,
+    labels: torch.Tensor,
+    region: torch.Tensor,
+    min_pixels: int = 8,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrast of each tumour class against healthy tissue, in sd of the region's values.
+
+    ``k_bc = (mu_bc - mu_b0) / sd_b0`` for image ``b`` and class ``c >= 1``: ``mu_bc`` the
+    mean of the class's pixels, ``mu_b0`` and ``sd_b0`` the mean and standard deviation of
+    class 0 inside ``region`` (healthy brain). In units of the healthy tissue's spread, the
+    contrast of one class does not change when another class gets brighter. Invariant to a
+    positive affine change of ``image`` (min-max or clip normalisation does not change it).
+
+    Args:
+        image: ``(B, 1, *S)``.
+        labels: ``(B, *S)`` integer classes ``0 .. C-1``.
+        region: ``(B, *S)`` bool, where class 0 counts.
+
+    Returns:
+        ``(k, valid)``: ``(B, C - 1)`` contrasts and a bool mask of the entries whose class
+        and healthy tissue both have at least ``min_pixels`` pixels.
+    """
+    b = image.shape[0]
+    f = image.float().reshape(b, -1)  # (B, N)
+    lab = labels.reshape(b, -1).long()
+    n_cls = max(int(lab.max().item()) + 1 if lab.numel() else 1, 2)
+    inside = (region.reshape(b, -1) | (lab > 0)).to(f.dtype)  # (B, N)
+    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), n_cls).to(f.dtype)  # (B, N, C)
+    onehot[..., 0] = onehot[..., 0] * inside
+    count = onehot.sum(dim=1)  # (B, C)
+    mu = torch.einsum("bn,bnc->bc", f, onehot) / count.clamp(min=1.0)
+    healthy = onehot[..., 0]  # (B, N)
+    var0 = ((f - mu[:, :1]) ** 2 * healthy).sum(dim=1) / count[:, 0].clamp(min=1.0)
+    k = (mu[:, 1:] - mu[:, :1]) / (var0 + eps).sqrt()[:, None]
+    valid = (count[:, 1:] >= min_pixels) & (count[:, :1] >= min_pixels)
+    return k, valid
+
+
+def contrast_floor_loss(
+    fused: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor,
+    region: torch.Tensor,
+    min_pixels: int = 8,
+) -> torch.Tensor:
+    """``mean relu(|k_ref| - |k_fused|)`` over images and tumour classes: a one-sided anchor
+    that lets the fused image raise any class's contrast against healthy tissue but not
+    lower it below the reference's (e.g. ``x_avg``); contrasts from ``class_contrasts``.
+
+    Unlike ``class_separation_loss`` it asks nothing of the spread inside a class and is 0
+    whenever every class stands out at least as much as in the reference.
+
+    Args:
+        fused: ``(B, 1, *S)``, with gradient.
+        reference: ``(B, 1, *S)``, no gradient needed (detached here).
+        labels: ``(B, *S)`` integer classes; region: ``(B, *S)`` bool (the brain).
+
+    Returns:
+        Scalar tensor; 0 (with a graph) when no image has a valid class.
+    """
+    if fused.shape != reference.shape or fused.ndim != labels.ndim + 1 or fused.shape[1] != 1:
+        raise ValueError(
+            f"fused and reference must be (B, 1, *S) and labels (B, *S), got "
+            f"{tuple(fused.shape)}, {tuple(reference.shape)} and {tuple(labels.shape)}"
+        )
+    if fused.shape[2:] != labels.shape[1:] or fused.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"fused {tuple(fused.shape)} and labels {tuple(labels.shape)} differ in size"
+        )
+    k_f, valid = class_contrasts(fused, labels, region, min_pixels)
+    with torch.no_grad():
+        k_r, _ = class_contrasts(reference.detach(), labels, region, min_pixels)
+    if not bool(valid.any()):
+        return fused.float().sum() * 0.0
+    shortfall = torch.relu(k_r.abs() - k_f.abs())
+    return shortfall[valid].mean()

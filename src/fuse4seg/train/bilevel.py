@@ -4,7 +4,8 @@ Read top to bottom:
 
 1. helpers: modality mean ``x_avg``, freezing a network, one optimiser step;
 2. the losses: ``L_seg`` (Dice + CE) and ``L_upper = L_seg + alpha L_decomp + beta L_grad +
-   gamma L_recon`` (+ ``info L_info`` and ``sep L_sep``, optional anchors of ours);
+   gamma L_recon`` (+ ``info L_info``, ``sep L_sep``, ``contrast_floor L_floor``: optional
+   anchors of ours);
 3. the update steps: follower step, leader step (follower frozen), EMA;
 4. Stage 1, one warm-up batch: leader frozen, follower trained on ``x_avg``;
 5. Stage 2, one asymmetric rollout cycle on a batch ``B``: split ``B`` by patient into D_tr /
@@ -101,6 +102,7 @@ class LossWeights:
     sep: float = 0.0  # L_sep: label classes kept apart in x_f's intensities (not in the paper)
     grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse" (last: the
     # weights above are often given positionally)
+    contrast_floor: float = 0.0  # L_floor: no tumour class less contrasted than in x_avg (ours)
 
 
 @dataclass
@@ -192,14 +194,15 @@ def upper_loss(
     y: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``L_upper = L_seg + alpha L_decomp + beta L_grad + gamma L_recon`` (``+ info L_info +
-    sep L_sep``, anchors of ours).
+    sep L_sep + contrast_floor L_floor``, anchors of ours).
 
     Args:
         fusion_out: the leader's ``FusionOutput`` (``fused (B, 1, H, W)``, ``low``/``high``
             ``(B, M, C, h, w)``).
         x: sources ``(B, M, H, W)``.
         logits, y: follower output on ``fused`` and labels; ``None`` leaves ``L_seg`` out
-            (the fusion-only objective of the ``disjoint`` baseline). ``L_sep`` needs ``y``.
+            (the fusion-only objective of the ``disjoint`` baseline). ``L_sep`` and ``L_floor``
+            need ``y``.
 
     Returns:
         ``(total, terms)``; terms are floats for logging. A term whose weight is 0 is not
@@ -207,6 +210,7 @@ def upper_loss(
     """
     from fuse4seg.losses import (
         class_separation_loss,
+        contrast_floor_loss,
         decomposition_loss,
         gradient_loss,
         information_loss,
@@ -249,6 +253,13 @@ def upper_loss(
         l_sep = class_separation_loss(fused, y, brain)
         total = total + w.sep * l_sep
         terms["sep"] = float(l_sep.detach())
+    if w.contrast_floor > 0 and y is not None:
+        # contrast floor: no tumour class stands out less from healthy brain than in x_avg
+        brain = x.amax(dim=1) > 0  # (B, H, W)
+        x_avg = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        l_floor = contrast_floor_loss(fused, x_avg, y, brain)
+        total = total + w.contrast_floor * l_floor
+        terms["floor"] = float(l_floor.detach())
     terms["upper"] = float(total.detach())
     return total, terms
 

@@ -95,6 +95,9 @@ class TrainConfig:
     # L_sep weight (separation anchor: label classes apart in the fused intensities,
     # fuse4seg.losses.class_separation_loss; leader steps with labels only)
     sep: float = 0.0
+    # L_floor weight (contrast floor: no tumour class less contrasted against healthy brain
+    # than in x_avg, fuse4seg.losses.contrast_floor_loss; one-sided, leader steps with labels)
+    contrast_floor: float = 0.0
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
@@ -163,6 +166,7 @@ class TrainConfig:
             "gamma",
             "info",
             "sep",
+            "contrast_floor",
             "weight_decay",
             "grad_clip",
             "min_lr_ratio",

@@ -262,6 +262,7 @@ class Trainer:
                 info=cfg.info,
                 info_weighting=cfg.info_weighting,
                 sep=cfg.sep,
+                contrast_floor=cfg.contrast_floor,
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
