@@ -57,18 +57,22 @@ def test_configure_maps_the_train_options(tmp_path):
     from fuse4seg.rmr.train import RMRTrainConfig
 
     cfg, run = configure_rmr(_options(preset="tiny", max_steps=3))
-    assert isinstance(cfg, RMRTrainConfig) and cfg.preset == "tiny" and run == {"max_steps": 3}
+    assert (
+        isinstance(cfg, RMRTrainConfig)
+        and cfg.preset == "tiny"
+        and run == {"max_steps": 3, "fold": None}
+    )
     yaml = tmp_path / "rmr.yaml"
     yaml.write_text("preset: tiny\nalpha: 2.0\n")
     # the default --preset (base) keeps the YAML's preset; another one overrides it
     assert configure_rmr(_options(config=str(yaml)))[0].preset == "tiny"
     assert configure_rmr(_options(config=str(yaml), preset="paper"))[0].preset == "paper"
+    assert configure_rmr(_options(fold=2))[1]["fold"] == 2  # the store's CV fold, see train_rmr
 
 
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"fold": 0}, "--fold is not supported by method 'rmr3d'"),
         ({"no_ema": True}, "--no-ema cannot be used with method 'rmr3d'"),
         ({"no_grad": True, "no_bilevel": True}, "--no-bilevel, --no-grad cannot be used"),
     ],
@@ -76,3 +80,15 @@ def test_configure_maps_the_train_options(tmp_path):
 def test_configure_rejects_options_of_the_2d_methods(over, message):
     with pytest.raises(ConfigError, match=message):
         configure_rmr(_options(**over))
+
+
+def test_the_shipped_brats_cpu_config_loads():
+    from pathlib import Path
+
+    from fuse4seg.rmr.train import load_train_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "rmr_brats_cpu.yaml"
+    cfg = load_train_config(path)
+    assert cfg.preset == "tiny" and tuple(cfg.modalities) == ("t1ce", "flair")
+    assert tuple(cfg.patch_size) == (16, 32, 32)
+    assert (cfg.stage1_steps, cfg.stage2_steps) == (1500, 2500)

@@ -78,3 +78,39 @@ def test_train_and_predict_through_the_main_cli_verbs(prepared, tmp_path, capsys
     capsys.readouterr()
     assert main(args[:-3] + ["--no-ema", "--device", "cpu"]) == 2
     assert "--no-ema cannot be used with method 'rmr3d'" in capsys.readouterr().err
+
+
+def test_train_on_a_cross_validation_fold_uses_its_training_cases(tmp_path, monkeypatch):
+    """`fuse4seg train --method rmr3d --fold i`: patches from fold i's training cases only."""
+    import json
+
+    from fuse4seg.cli.main import main
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.data.phantom import write_phantom_dataset
+    from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
+    from fuse4seg.rmr import data as rmr_data
+
+    write_phantom_dataset(tmp_path / "raw", cases=3, shape=(32, 32, 16), seed=1)
+    options = PrepareOptions(modalities=("t1", "flair"), scale=0.5, folds=3)
+    assert prepare_dataset(tmp_path / "raw", tmp_path / "prep", options, log=None).ok
+    fold_train = PreparedStore(tmp_path / "prep").fold(1).case_ids("train")
+    assert len(fold_train) == 2
+    seen: list[list[str]] = []
+    original = rmr_data.PatchSampler.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(list(self.case_list))
+
+    monkeypatch.setattr(rmr_data.PatchSampler, "__init__", spy)
+    yaml_cfg = tmp_path / "rmr.yaml"
+    yaml_cfg.write_text(
+        "seg_head: unet\npatch_size: [8, 16, 16]\nstage1_steps: 1\nstage2_steps: 1\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", "-i", str(tmp_path / "prep"), "-o", str(run), "--method", "rmr3d",
+            "--preset", "tiny", "--config", str(yaml_cfg), "--device", "cpu", "--no-progress",
+            "--fold", "1"]  # fmt: skip
+    assert main(args) == 0
+    assert seen and all(sorted(cases) == sorted(fold_train) for cases in seen)
+    assert json.loads((run / "run_info.json").read_text())["fold"] == 1

@@ -44,20 +44,19 @@ def configure_rmr(options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
         options: the ``fuse4seg train`` options: ``config`` (YAML of RMR keys or None),
             ``preset`` (overrides the YAML's ``preset`` unless left at its default ``base``
             while a YAML is given), ``max_steps`` (cap on the steps of *each* stage), ``fold``
-            and the ablation flags ``no_bilevel`` / ``no_decomp`` / ``no_grad`` / ``no_ema``
-            (rejected). ``seed``, ``workers`` and ``tensorboard`` are not used.
+            (cross-validation fold of the store: its training cases) and the ablation flags
+            ``no_bilevel`` / ``no_decomp`` / ``no_grad`` / ``no_ema`` (rejected). ``seed``,
+            ``workers`` and ``tensorboard`` are not used.
 
     Returns:
-        ``(config, {"max_steps": ...})``.
+        ``(config, {"max_steps": ..., "fold": ...})``.
 
     Raises:
-        ConfigError: ``--fold`` or an ablation flag, unknown or bad RMR keys;
+        ConfigError: an ablation flag, unknown or bad RMR keys;
         InputError: an unreadable YAML file.
     """
     from fuse4seg.rmr.train import load_train_config
 
-    if options.get("fold") is not None:
-        raise ConfigError(f"--fold is not supported by method {RMR_METHOD!r}")
     ablations = [name for name in _ABLATION_OPTIONS if options.get(name)]
     if ablations:
         flags = ", ".join("--" + name.replace("_", "-") for name in ablations)
@@ -66,7 +65,7 @@ def configure_rmr(options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     if preset == "base" and options.get("config"):
         preset = None  # the default --preset leaves the YAML's preset alone
     cfg = load_train_config(options.get("config"), preset=preset)
-    return cfg, {"max_steps": options.get("max_steps")}
+    return cfg, {"max_steps": options.get("max_steps"), "fold": options.get("fold")}
 
 
 def run_rmr_training(
@@ -77,6 +76,7 @@ def run_rmr_training(
     resume: bool = False,
     progress: bool = True,
     max_steps: int | None = None,
+    fold: int | None = None,
 ) -> RMRTrainResult:
     """Registry runner of ``rmr3d``: :func:`~fuse4seg.rmr.train.train_rmr` (progress lines
     printed unless ``progress`` is False); returns an :class:`RMRTrainResult`."""
@@ -96,6 +96,7 @@ def run_rmr_training(
         resume=resume,
         max_steps=max_steps,
         log=print if progress else None,
+        fold=fold,
     )
     return RMRTrainResult(
         run_dir=Path(run_dir),

@@ -503,10 +503,14 @@ def train_rmr(
     resume: bool = False,
     max_steps: int | None = None,
     log: Callable[[str], None] | None = print,
+    fold: int | None = None,
 ) -> Path:
     """Train RMR-Fusion on a ``fuse4seg prepare`` store; returns the path of ``model.pt``.
 
-    See :func:`train_rmr_on_store` for the arguments.
+    ``fold`` trains on cross-validation fold ``fold`` of the store's ``splits_final.json``
+    (its training cases; its held-out cases are the ``val`` split, which rmr3d does not
+    train on): the same patient split as ``fuse4seg train --fold`` of the 2D methods. See
+    :func:`train_rmr_on_store` for the other arguments.
     """
     try:
         from fuse4seg.data import PreparedStore
@@ -517,6 +521,9 @@ def train_rmr(
         raise InputError(prep_dir, "prepared store folder not found (run `fuse4seg prepare`)")
     store = PreparedStore(prep_dir)
     info = {"prep_dir": str(prep_dir), "manifest_sha256": manifest_sha256(prep_dir)}
+    if fold is not None:
+        store = store.fold(fold)
+        info["fold"] = fold
     return train_rmr_on_store(
         store, run_dir, config, device, resume, max_steps, log, str(prep_dir), info
     )
