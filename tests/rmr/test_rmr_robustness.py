@@ -33,6 +33,8 @@ def test_dice_per_class_hand_computed():
     assert d["Dice_NCR"] == 0.0
     assert d["Dice_ET"] == 1.0  # absent in both
     assert d["Dice_mean"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert d["Dice_WT"] == pytest.approx(2 * 2 / (4 + 3))  # 2 ED + 1 NCR against 4 ED
+    assert d["Dice_TC"] == 0.0  # a false NCR, no reference core
     with pytest.raises(ValueError, match="differ in shape"):
         dice_per_class(pred, ref[:1])
 

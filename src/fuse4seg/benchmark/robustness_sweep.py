@@ -309,7 +309,7 @@ def _plot_example(
     fused_names = [k for k in example[conds[0]] if k != "sources"]
     n_src = example[conds[0]]["sources"].shape[0]
     cols = n_src + len(fused_names)
-    fig, axes = plt.subplots(len(conds), cols, figsize=(2.2 * cols, 2.4 * len(conds)),
+    fig, axes = plt.subplots(len(conds), cols, figsize=(2.2 * cols, 2.8 * len(conds)),
                              squeeze=False)  # fmt: skip
     for r, cond in enumerate(conds):
         panels = [(m, example[cond]["sources"][k]) for k, m in enumerate(modalities[:n_src])]

@@ -63,6 +63,8 @@ METRICS: tuple[str, ...] = (
     "Dice_ED",
     "Dice_ET",
     "Dice_mean",
+    "Dice_WT",
+    "Dice_TC",
     "EN",
     "FMI",
     "AG",
@@ -157,11 +159,12 @@ class SliceAdapter:
 
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """3D Dice of canonical labels per class (NCR, ED, ET) and their mean.
+    """3D Dice of canonical labels per class (NCR, ED, ET), their mean (``Dice_mean``) and
+    the BraTS regions WT = {1, 2, 3} and TC = {1, 3} (``Dice_WT``, ``Dice_TC``).
 
     ``pred`` and ``ref`` are integer ``(D, H, W)`` arrays; a class absent from both scores 1.
     """
-    out = dice_scores(pred, ref, {name: (k,) for k, name in CLASS_NAMES.items()})
+    out = dice_scores(pred, ref)  # BRATS_CLASSES: NCR, ED, ET, WT, TC
     out["Dice_mean"] = float(np.mean([out[f"Dice_{n}"] for n in CLASS_NAMES.values()]))
     return out
 
