@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fuse4seg.data.volume_store import phantom_store
 from fuse4seg.errors import ConfigError
 from fuse4seg.losses import gradient_magnitude, soft_dice_loss
-from fuse4seg.rmr.data import phantom_store
 from fuse4seg.rmr.networks import create_rmr_net
 from fuse4seg.rmr.train import (
     CHECKPOINT_NAME,

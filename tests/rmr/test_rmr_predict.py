@@ -78,8 +78,8 @@ def _case_folder(root, affine, shapes=((21, 18, 10), (21, 18, 10))):
 @pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_main_predictor_keeps_shape_and_affine(model_file, tmp_path, scale):
     """rmr3d volumes go through fuse4seg predict's Predictor (the one NIfTI predictor)."""
+    from fuse4seg.data.volume_store import volumes_to_store_layout
     from fuse4seg.inference import Predictor
-    from fuse4seg.rmr.data import volumes_to_store_layout
 
     model = load_rmr_model(model_file, "cpu")
     model.preprocessing["scale"] = scale  # a store prepared at half in-plane resolution

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from fuse4seg.data.volume_store import InMemoryVolumeStore
 from fuse4seg.io.atomic import save_torch_atomic
-from fuse4seg.rmr.data import InMemoryVolumeStore
 from fuse4seg.rmr.networks import create_rmr_net
 from fuse4seg.rmr.robustness import (
     RMRAdapter,

@@ -86,9 +86,9 @@ def test_train_on_a_cross_validation_fold_uses_its_training_cases(tmp_path, monk
 
     from fuse4seg.cli.main import main
     from fuse4seg.data import PreparedStore
+    from fuse4seg.data import volume_store as rmr_data
     from fuse4seg.data.phantom import write_phantom_dataset
     from fuse4seg.data.prepare import PrepareOptions, prepare_dataset
-    from fuse4seg.rmr import data as rmr_data
 
     write_phantom_dataset(tmp_path / "raw", cases=3, shape=(32, 32, 16), seed=1)
     options = PrepareOptions(modalities=("t1", "flair"), scale=0.5, folds=3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fuse4seg.data.volume_store import phantom_store
 from fuse4seg.errors import ConfigError, InputError
-from fuse4seg.rmr.data import phantom_store
 from fuse4seg.rmr.networks import RMRNet
 from fuse4seg.rmr.predict import load_rmr_model
 from fuse4seg.rmr.train import (

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fuse4seg.data.volume_store import select_modalities
 from fuse4seg.degradations import Degradation
 from fuse4seg.errors import Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path
-from fuse4seg.rmr.data import select_modalities
 from fuse4seg.rmr.robustness import METRICS, VolumeAdapter, dice_per_class, fusion_metrics
 
 __all__ = ["Condition", "sweep_conditions", "run_robustness_sweep", "FACTORS"]

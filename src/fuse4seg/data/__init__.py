@@ -11,6 +11,8 @@ Public API::
     make_split(case_ids, fractions, seed), assert_patient_level_split(manifest)
     make_folds(case_ids, k, seed) / write_folds(prep_dir, k): K-fold CV (splits_final.json);
     PreparedStore(prep_dir).fold(i): a view with fold i's train / val cases
+    VolumeStore, InMemoryVolumeStore, phantom_store, PatchSampler: volume stores and the
+    random 3D patch sampler of RMR-Fusion (``fuse4seg.data.volume_store``)
 
 See docs/data.md.
 """
@@ -79,6 +81,10 @@ _LAZY = {
     "SliceDataset": "fuse4seg.data.datasets",
     "open_store": "fuse4seg.data.datasets",
     "tumour_oversampling_weights": "fuse4seg.data.datasets",
+    "VolumeStore": "fuse4seg.data.volume_store",
+    "InMemoryVolumeStore": "fuse4seg.data.volume_store",
+    "PatchSampler": "fuse4seg.data.volume_store",
+    "phantom_store": "fuse4seg.data.volume_store",
 }
 
 
@@ -96,6 +102,7 @@ __all__ = [
     "CANONICAL_LABELS",
     "EDITION_LABELS",
     "FOLDS_NAME",
+    "InMemoryVolumeStore",
     "LABEL_NAMES",
     "LoadedCase",
     "MODALITIES",
@@ -103,6 +110,7 @@ __all__ = [
     "NAMING_SUFFIXES",
     "NUM_CLASSES",
     "PatchDataset",
+    "PatchSampler",
     "PrepareOptions",
     "PrepareResult",
     "PreparedStore",
@@ -111,6 +119,7 @@ __all__ = [
     "SliceDataset",
     "TISSUES",
     "TISSUE_CONTRAST",
+    "VolumeStore",
     "assert_patient_level_split",
     "augment",
     "check_folds",
@@ -126,6 +135,7 @@ __all__ = [
     "match_brats_file",
     "open_store",
     "phantom_case_id",
+    "phantom_store",
     "prepare_case",
     "prepare_dataset",
     "read_nifti",

@@ -16,7 +16,7 @@ Degradations live in :mod:`fuse4seg.degradations` (reusable by every method).
 
 from __future__ import annotations
 
-from fuse4seg.rmr.data import InMemoryVolumeStore, PatchSampler, phantom_store
+from fuse4seg.data.volume_store import InMemoryVolumeStore, PatchSampler, phantom_store
 from fuse4seg.rmr.networks import (
     RMR_PRESETS,
     SEMANTIC_HEADS,

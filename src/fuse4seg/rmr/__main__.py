@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser"]
 def _store(args: argparse.Namespace):
     if args.phantom:
         from fuse4seg.data.phantom import phantom_case_id
-        from fuse4seg.rmr.data import phantom_store
+        from fuse4seg.data.volume_store import phantom_store
 
         n = int(args.phantom)
         if n < 1:

@@ -38,11 +38,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from fuse4seg.data.volume_store import VolumeStore, select_modalities
 from fuse4seg.degradations import Degradation
 from fuse4seg.errors import Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path
 from fuse4seg.metrics.segmentation import dice_scores
-from fuse4seg.rmr.data import VolumeStore, select_modalities
 
 __all__ = [
     "VolumeAdapter",

@@ -48,13 +48,13 @@ import torch
 import torch.nn.functional as F
 
 from fuse4seg import __version__
+from fuse4seg.data.volume_store import NORMALISATION, PatchSampler, VolumeStore
 from fuse4seg.degradations import PRESETS, Degradation
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import ConfigError, InputError
 from fuse4seg.io.atomic import save_torch_atomic
 from fuse4seg.losses import gradient_magnitude, soft_dice_loss, ssim, total_variation
 from fuse4seg.losses.gradients import GRAD_CONVENTIONS, TV_CONVENTIONS
-from fuse4seg.rmr.data import NORMALISATION, PatchSampler, VolumeStore
 from fuse4seg.rmr.networks import RMR_PRESETS, RMRNet, config_dict, create_rmr_net
 from fuse4seg.train.run_folder import RunFolder, manifest_sha256
 

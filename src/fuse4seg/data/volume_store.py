@@ -1,7 +1,9 @@
-"""Volume sources and random 3D patch sampling for RMR-Fusion.
+"""Volume sources and random 3D patch sampling (RMR-Fusion's training patches).
 
-RMR-Fusion reads the same ``prepare`` store as the 2D methods. Anything with the
-:class:`VolumeStore` interface works (``fuse4seg.data.PreparedStore`` or the in-memory
+RMR-Fusion reads the same ``prepare`` store as the 2D methods. :class:`PatchSampler` is its
+patch source; it stays apart from :class:`fuse4seg.data.PatchDataset` because the two draw
+differently (docs/rmr.md, "Known gaps"): merging them would change every rmr3d run. Anything
+with the :class:`VolumeStore` interface works (``fuse4seg.data.PreparedStore`` or the in-memory
 :class:`InMemoryVolumeStore` used for phantoms and tests):
 
 * ``.modalities`` -- stored modality names, in channel order;
