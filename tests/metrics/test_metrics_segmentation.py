@@ -176,8 +176,8 @@ def test_slice_dice_hand_computed():
 
 def test_one_dice_for_every_caller():
     """Trainer validation, predictor, robustness and the metric table give the same Dice."""
+    from fuse4seg.benchmark.robustness import dice_per_class
     from fuse4seg.inference.predictor import dice_per_region
-    from fuse4seg.rmr.robustness import dice_per_class
     from fuse4seg.train.evaluate import dice_per_label
 
     pred, ref = _slice_case()

@@ -8,10 +8,10 @@ factor alone at several severities (multiples of its paper value): noise std 0.0
 list is degraded with seed ``seed + i`` in every condition and for every model, so all models
 see the same degraded volumes.
 
-Per model, condition and case: Dice per class (NCR, ED, ET) and their mean on the 3D volume
-(:func:`fuse4seg.rmr.robustness.dice_per_class`) and, for models with a fused image, the fusion
-metrics EN, FMI, AG, SCD (:func:`fuse4seg.rmr.robustness.fusion_metrics`; FMI and SCD against
-the clean sources).
+Per model, condition and case: Dice per class (NCR, ED, ET), their mean and the regions WT,
+TC on the 3D volume (:func:`fuse4seg.benchmark.robustness.dice_per_class`) and, for models
+with a fused image, the fusion metrics EN, FMI, AG, SCD
+(:func:`fuse4seg.benchmark.robustness.fusion_metrics`; FMI and SCD against the clean sources).
 
 Writes ``sweep_cases.csv`` (one row per model, condition, case), ``sweep.csv`` and
 ``sweep.md`` (means over cases), ``dice_vs_severity.png`` (mean Dice against severity, one
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fuse4seg.benchmark.robustness import METRICS, VolumeAdapter, dice_per_class, fusion_metrics
 from fuse4seg.data.volume_store import select_modalities
 from fuse4seg.degradations import Degradation
 from fuse4seg.errors import Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path
-from fuse4seg.rmr.robustness import METRICS, VolumeAdapter, dice_per_class, fusion_metrics
 
 __all__ = ["Condition", "sweep_conditions", "run_robustness_sweep", "FACTORS"]
 

@@ -202,7 +202,7 @@ def _add_robustness(sub) -> None:
         description="Score a trained model (RMR-Fusion 3D or any 2D fuse4seg model) on the "
         "clean and degraded test cases of a prepared store: Dice per class and fusion "
         "metrics (EN, FMI, AG, SCD), clean, degraded and the drop "
-        "(fuse4seg.rmr.robustness.run_robustness_benchmark).",
+        "(fuse4seg.benchmark.robustness.run_robustness_benchmark).",
     )
     p.add_argument(
         "-m",
@@ -435,9 +435,9 @@ def _run_fusion(args: argparse.Namespace) -> int:
 
 def _robustness_adapter(path: Path, device, window=None):
     """A 3D model (RMR-Fusion) -> RMRAdapter; any other fuse4seg model -> SliceAdapter."""
+    from fuse4seg.benchmark.robustness import RMRAdapter, SliceAdapter
     from fuse4seg.inference.predictor import Predictor
     from fuse4seg.models.model_file import load_model_file
-    from fuse4seg.rmr.robustness import RMRAdapter, SliceAdapter
 
     model = load_model_file(path, device)  # ModelFileError names the file
     method = getattr(model, "method", None)
@@ -463,9 +463,9 @@ def _model_names(paths: list[Path], methods: list[str | None], given: list[str] 
 
 
 def _run_robustness(args: argparse.Namespace) -> int:
+    from fuse4seg.benchmark.robustness import run_robustness_benchmark
     from fuse4seg.data import PreparedStore
     from fuse4seg.device import resolve_device
-    from fuse4seg.rmr.robustness import run_robustness_benchmark
 
     device = resolve_device(args.device)
     store = PreparedStore(args.data)

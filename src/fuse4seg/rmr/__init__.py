@@ -6,11 +6,11 @@ Public API::
     create_rmr_net(preset, num_modalities, **overrides) -> RMRNet   (tiny / base / paper)
     train_rmr(prep_dir, run_dir, config, device, resume, max_steps) -> Path of model.pt
     load_rmr_model(path, device) -> RMRModel;  predict_volume(net, images (M, D, H, W))
-    run_robustness_benchmark(adapter, store, out_dir, ...)   (RMRAdapter / SliceAdapter)
 
 Training from the main CLI: ``fuse4seg train --method rmr3d`` (registered by
-:mod:`fuse4seg.rmr.runner`). Command line of the package: ``python -m fuse4seg.rmr
-train|robustness``; prediction: ``fuse4seg predict`` (:class:`fuse4seg.inference.Predictor`).
+:mod:`fuse4seg.rmr.runner`); ``python -m fuse4seg.rmr train`` also trains on phantoms.
+Prediction: ``fuse4seg predict`` (:class:`fuse4seg.inference.Predictor`); robustness:
+``fuse4seg benchmark robustness`` (:mod:`fuse4seg.benchmark.robustness`).
 Degradations live in :mod:`fuse4seg.degradations` (reusable by every method).
 """
 
@@ -26,13 +26,6 @@ from fuse4seg.rmr.networks import (
     create_rmr_net,
 )
 from fuse4seg.rmr.predict import RMRModel, load_rmr_model, predict_volume
-from fuse4seg.rmr.robustness import (
-    RMRAdapter,
-    SliceAdapter,
-    dice_per_class,
-    fusion_metrics,
-    run_robustness_benchmark,
-)
 from fuse4seg.rmr.runner import RMR_METHOD, configure_rmr, register_rmr, run_rmr_training
 from fuse4seg.rmr.train import (
     RMRTrainConfig,
@@ -63,11 +56,6 @@ __all__ = [
     "RMRModel",
     "load_rmr_model",
     "predict_volume",
-    "RMRAdapter",
-    "SliceAdapter",
-    "dice_per_class",
-    "fusion_metrics",
-    "run_robustness_benchmark",
     "InMemoryVolumeStore",
     "PatchSampler",
     "phantom_store",

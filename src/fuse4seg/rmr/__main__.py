@@ -1,8 +1,9 @@
-"""``python -m fuse4seg.rmr train|robustness ...`` -- RMR-Fusion on a store or on phantoms.
+"""``python -m fuse4seg.rmr train ...`` -- RMR-Fusion on a store or on phantoms.
 
 A thin argparse layer over :mod:`fuse4seg.rmr`; user errors print ``error: ...`` and exit 2.
 ``--phantom N`` replaces the prepared store by ``N`` in-memory phantom cases (quick demos).
-Prediction on NIfTI volumes is ``fuse4seg predict -m RUN_DIR/model.pt`` (every method).
+Prediction on NIfTI volumes is ``fuse4seg predict -m RUN_DIR/model.pt`` and the robustness
+benchmark ``fuse4seg benchmark robustness -m RUN_DIR/model.pt`` (every method).
 """
 
 from __future__ import annotations
@@ -63,24 +64,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_robustness(args: argparse.Namespace) -> int:
-    from fuse4seg.rmr.robustness import RMRAdapter, run_robustness_benchmark
-
-    adapter = RMRAdapter.from_file(args.model, args.device)
-    res = run_robustness_benchmark(
-        adapter,
-        _store(args),
-        args.out,
-        split=args.split,
-        degradation=args.degradation,
-        seed=args.seed,
-        max_cases=args.max_cases,
-        model_name=Path(args.model).parent.name or "model",
-    )
-    print(res["files"][0].read_text())
-    return 2 if res["failed"] else 0
-
-
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prep-dir", type=Path, help="folder written by `fuse4seg prepare`")
     p.add_argument("--phantom", type=int, metavar="N", help="use N in-memory phantom cases")
@@ -110,14 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
     t.set_defaults(func=_cmd_train)
 
-    r = sub.add_parser("robustness", help="Dice and EN/FMI/AG/SCD, clean vs degraded")
-    _data_args(r)
-    r.add_argument("--model", type=Path, required=True)
-    r.add_argument("--out", type=Path, required=True, help="folder for the tables")
-    r.add_argument("--split", default="test", help="store split (default test)")
-    r.add_argument("--degradation", default="paper_test", help="preset (default paper_test)")
-    r.add_argument("--max-cases", type=int)
-    r.set_defaults(func=_cmd_robustness)
     return parser
 
 

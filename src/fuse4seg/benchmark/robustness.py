@@ -5,8 +5,9 @@ For every test case of a store, the model runs on the clean volume and on a degr
 range, blur sigma 0.6, one (4, 16, 16) structure-loss window per modality; seeded per case;
 clipped to [0, 1] like a stored image). It reports
 
-* Dice per class (NCR, ED, ET) and their mean on the 3D volume, clean and degraded, and the
-  drop ``clean - degraded`` (an empty prediction of an empty class counts as Dice 1);
+* Dice per class (NCR, ED, ET), their mean and the regions WT, TC on the 3D volume, clean
+  and degraded, and the drop ``clean - degraded`` (an empty prediction of an empty class
+  counts as Dice 1);
 * fusion metrics on the fused volume, clean and degraded, from ``fuse4seg.metrics``
   (``convention="standard"``, ``data_range=1``, 3D: ``spatial_dims=3``): EN, FMI, AG and SCD
   (SCD needs exactly 2 modalities, else NaN). FMI and SCD compare the fused volume with the

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from fuse4seg.data.volume_store import InMemoryVolumeStore
-from fuse4seg.io.atomic import save_torch_atomic
-from fuse4seg.rmr.networks import create_rmr_net
-from fuse4seg.rmr.robustness import (
+from fuse4seg.benchmark.robustness import (
     RMRAdapter,
     SliceAdapter,
     dice_per_class,
     fusion_metrics,
     run_robustness_benchmark,
 )
+from fuse4seg.data.volume_store import InMemoryVolumeStore
+from fuse4seg.io.atomic import save_torch_atomic
+from fuse4seg.rmr.networks import create_rmr_net
 from fuse4seg.rmr.train import RMRTrainConfig, build_model_dict
 
 
