@@ -42,6 +42,8 @@ _API: dict[str, str] = {
     "run_demo": "fuse4seg.train.demo",
     # inference
     "Predictor": "fuse4seg.inference.predictor",
+    "predict_folder": "fuse4seg.inference.predict_folder",
+    "FolderOptions": "fuse4seg.inference.predict_folder",
     "write_prediction": "fuse4seg.inference.writer",
     "fuse_images": "fuse4seg.inference.pair_fusion",
     # metrics

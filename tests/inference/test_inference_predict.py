@@ -435,3 +435,33 @@ def test_predict_warns_when_a_model_labels_the_whole_brain(phantom_root, tmp_pat
     assert main([*args, str(out), "--device", "cpu", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning: Phantom_000: ET covers 100% of the brain" in err
+
+
+def test_predict_folder_python_api_writes_records_and_skips_finished_cases(phantom_root, tmp_path):
+    """`predict_folder` (the case loop behind `fuse4seg predict`) as a typed Python call."""
+    from fuse4seg import FolderOptions, predict_folder
+    from fuse4seg.errors import InputError
+
+    root = tmp_path / "cases"
+    for name in ("A", "B"):
+        _copy_case(phantom_root / "Phantom_000", root, name)
+    model_path = tmp_path / "model.pt"
+    save_model_file(_average_rule_model(), model_path)
+    out = tmp_path / "out"
+    said: list[str] = []
+    opts = FolderOptions(device="cpu", naming="nnunet", fused_dtype="uint8", progress=False)
+    report = predict_folder(model_path, root, out, opts, say=said.append, warn=said.append)
+    assert report.done == ["A", "B"] and not report.failed and report.exit_code == 0
+    assert [line.split(":")[0] for line in said if "Dice" in line] == ["A", "B"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [
+        "A.nii.gz", "A_fused.nii.gz", "B.nii.gz", "B_fused.nii.gz",
+    ]  # fmt: skip
+    assert nib.load(str(out / "A_fused.nii.gz")).get_data_dtype() == np.uint8
+    record = json.loads((out / "predict_args.json").read_text())
+    assert record["naming"] == "nnunet" and record["model"] == str(model_path)
+    assert record["outputs"]["A"]["status"] == "done" and record["method"] is not None
+    # a second call skips what this model finished
+    again = predict_folder(model_path, root, out, opts, say=said.append, warn=said.append)
+    assert again.done == [] and [name for name, _ in again.skipped] == ["A", "B"]
+    with pytest.raises(InputError, match="batch-size must be >= 1, got 0"):
+        predict_folder(model_path, root, tmp_path / "o2", FolderOptions(batch_size=0))

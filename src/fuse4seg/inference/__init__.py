@@ -3,6 +3,7 @@
 Public API::
 
     Predictor(model, device, batch_size, tta).predict_case(path) -> CasePrediction
+    predict_folder(model.pt, cases, out, FolderOptions(...)) -> BatchReport  (fuse4seg predict)
     write_prediction(prediction, out_dir) -> list[Path]
     read_image(path) -> Image2D; write_grey_png / write_rgb_png; rgb_to_ycbcr / ycbcr_to_rgb
     pair_files(dir_a, dir_b); fuse_images(a, b, fuser); rule_fuser(name); model_fuser(model)
@@ -27,11 +28,13 @@ from fuse4seg.inference.pair_fusion import (
     pair_files,
     rule_fuser,
 )
+from fuse4seg.inference.predict_folder import FolderOptions, predict_folder
 from fuse4seg.inference.predictor import CasePrediction, Predictor, dice_per_region
 from fuse4seg.inference.writer import output_paths, write_prediction
 
 __all__ = [
     "CasePrediction",
+    "FolderOptions",
     "FusedImage",
     "Image2D",
     "Predictor",
@@ -41,6 +44,7 @@ __all__ = [
     "model_fuser",
     "output_paths",
     "pair_files",
+    "predict_folder",
     "read_image",
     "rgb_to_ycbcr",
     "rule_fuser",
