@@ -278,3 +278,36 @@ def test_contrast_floor_is_one_sided_and_pushes_a_flattened_class_back():
         contrast_floor_loss(flat[:, 0], ref[:, 0], y, brain)
     with pytest.raises(ValueError, match="differ in size"):
         contrast_floor_loss(flat, ref, y[:, :8], brain)
+
+
+def test_pooled_contrast_falls_when_the_class_spreads_out():
+    from fuse4seg.losses import class_contrasts, contrast_floor_loss
+
+    torch.manual_seed(1)
+    y = torch.zeros(1, 16, 16, dtype=torch.long)
+    y[0, 4:10, 4:10] = 2
+    brain = torch.ones(1, 16, 16, dtype=torch.bool)
+    ref = torch.rand(1, 1, 16, 16) * 0.1 + 0.3
+    ref[0, 0][y[0] == 2] += 0.3
+    wide = ref.clone()
+    noise = torch.linspace(-0.2, 0.2, 36).reshape(6, 6)
+    wide[0, 0, 4:10, 4:10] += noise  # same class mean, larger spread inside the class
+    k_ref, _ = class_contrasts(ref, y, brain, spread="healthy")
+    k_wide, _ = class_contrasts(wide, y, brain, spread="healthy")
+    assert float(k_wide[0, 1]) == pytest.approx(float(k_ref[0, 1]), rel=1e-4)
+    d_ref, _ = class_contrasts(ref, y, brain, spread="pooled")
+    d_wide, _ = class_contrasts(wide, y, brain, spread="pooled")
+    assert float(d_wide[0, 1]) < 0.7 * float(d_ref[0, 1])
+    # pooled: hand value with constant classes of known variance
+    img = torch.zeros(1, 1, 4, 4)
+    lab = torch.zeros(1, 4, 4, dtype=torch.long)
+    lab[0, :2] = 1
+    img[0, 0, :2] = torch.tensor([[2.0, 4.0, 2.0, 4.0], [2.0, 4.0, 2.0, 4.0]])  # mean 3, var 1
+    img[0, 0, 2:] = torch.tensor([[0.0, 2.0, 0.0, 2.0], [0.0, 2.0, 0.0, 2.0]])  # mean 1, var 1
+    d, _ = class_contrasts(img, lab, torch.ones(1, 4, 4, dtype=torch.bool), spread="pooled")
+    assert float(d[0, 0]) == pytest.approx(2.0 / math.sqrt(1.0 + 1e-6), rel=1e-5)
+    assert float(contrast_floor_loss(ref, ref, y, brain, spread="pooled")) == 0.0
+    assert float(contrast_floor_loss(wide, ref, y, brain, spread="pooled")) > 0.0
+    assert float(contrast_floor_loss(wide, ref, y, brain, spread="healthy")) < 1e-3
+    with pytest.raises(ValueError, match="spread must be one of"):
+        class_contrasts(ref, y, brain, spread="brain")

@@ -344,3 +344,8 @@ def test_trainer_builds_the_leader_criterion_and_sep_weight_from_the_config(tmp_
     assert trainer.state.weights.contrast_floor == 2.0
     with pytest.raises(ConfigError, match="contrast_floor"):
         make_config("tiny", contrast_floor=-1.0)
+    cfg = make_config("tiny", batch_size=4, tumour_fraction=None, contrast_spread="pooled")
+    trainer = Trainer(cfg, data, tmp_path / "pooled", device="cpu", progress=False)
+    assert trainer.state.weights.contrast_spread == "pooled"
+    with pytest.raises(ConfigError, match="contrast_spread"):
+        make_config("tiny", contrast_spread="brain")

@@ -6,6 +6,7 @@ All accept 2D ``(B, C, H, W)`` and, where meaningful, 3D ``(B, C, D, H, W)`` ten
 from __future__ import annotations
 
 from .fusion import (
+    CONTRAST_SPREADS,
     class_contrasts,
     class_separation_loss,
     contrast_floor_loss,
@@ -28,6 +29,7 @@ from .segmentation import DiceCELoss, soft_dice_loss
 from .ssim import SSIMLoss, ssim
 
 __all__ = [
+    "CONTRAST_SPREADS",
     "GRAD_CONVENTIONS",
     "TV_CONVENTIONS",
     "DiceCELoss",

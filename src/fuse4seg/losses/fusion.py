@@ -249,25 +249,32 @@ def class_separation_loss(
     return overlap[pair_ok].mean()
 
 
+#: units of :func:`class_contrasts`: the healthy tissue's sd, or the pooled sd of both classes
+CONTRAST_SPREADS = ("healthy", "pooled")
+
+
 def class_contrasts(
     image: torch.Tensor,
     labels: torch.Tensor,
     region: torch.Tensor,
     min_pixels: int = 8,
     eps: float = 1e-6,
+    spread: str = "healthy",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contrast of each tumour class against healthy tissue, in sd of the region's values.
+    """Contrast of each tumour class against healthy tissue, in units of a spread.
 
-    ``k_bc = (mu_bc - mu_b0) / sd_b0`` for image ``b`` and class ``c >= 1``: ``mu_bc`` the
-    mean of the class's pixels, ``mu_b0`` and ``sd_b0`` the mean and standard deviation of
-    class 0 inside ``region`` (healthy brain). In units of the healthy tissue's spread, the
-    contrast of one class does not change when another class gets brighter. Invariant to a
-    positive affine change of ``image`` (min-max or clip normalisation does not change it).
+    ``k_bc = (mu_bc - mu_b0) / s_bc`` for image ``b`` and class ``c >= 1``: ``mu_bc`` the
+    mean of the class's pixels, ``mu_b0`` that of class 0 inside ``region`` (healthy brain);
+    ``s_bc = sd_b0`` (``spread="healthy"``: the contrast of one class does not change when
+    another class gets brighter) or ``sqrt((var_b0 + var_bc) / 2)`` (``"pooled"``: d', which
+    also falls when the class itself spreads out). Invariant to a positive affine change of
+    ``image`` (min-max or clip normalisation does not change it).
 
     Args:
         image: ``(B, 1, *S)``.
         labels: ``(B, *S)`` integer classes ``0 .. C-1``.
         region: ``(B, *S)`` bool, where class 0 counts.
+        spread: ``"healthy"`` or ``"pooled"``.
 
     Returns:
         ``(k, valid)``: ``(B, C - 1)`` contrasts and a bool mask of the entries whose class
@@ -282,9 +289,17 @@ def class_contrasts(
     onehot[..., 0] = onehot[..., 0] * inside
     count = onehot.sum(dim=1)  # (B, C)
     mu = torch.einsum("bn,bnc->bc", f, onehot) / count.clamp(min=1.0)
-    healthy = onehot[..., 0]  # (B, N)
-    var0 = ((f - mu[:, :1]) ** 2 * healthy).sum(dim=1) / count[:, 0].clamp(min=1.0)
-    k = (mu[:, 1:] - mu[:, :1]) / (var0 + eps).sqrt()[:, None]
+    if spread not in CONTRAST_SPREADS:
+        raise ValueError(f"spread must be one of {CONTRAST_SPREADS}, got {spread!r}")
+    if spread == "healthy":
+        healthy = onehot[..., 0]  # (B, N)
+        var = ((f - mu[:, :1]) ** 2 * healthy).sum(dim=1) / count[:, 0].clamp(min=1.0)
+        var = var[:, None]  # (B, 1)
+    else:
+        var_c = torch.einsum("bnc,bnc->bc", (f.unsqueeze(2) - mu.unsqueeze(1)) ** 2, onehot)
+        var_c = var_c / count.clamp(min=1.0)  # (B, C)
+        var = (var_c[:, :1] + var_c[:, 1:]) / 2.0  # (B, C - 1)
+    k = (mu[:, 1:] - mu[:, :1]) / (var + eps).sqrt()
     valid = (count[:, 1:] >= min_pixels) & (count[:, :1] >= min_pixels)
     return k, valid
 
@@ -295,6 +310,7 @@ def contrast_floor_loss(
     labels: torch.Tensor,
     region: torch.Tensor,
     min_pixels: int = 8,
+    spread: str = "healthy",
 ) -> torch.Tensor:
     """``mean relu(|k_ref| - |k_fused|)`` over images and tumour classes: a one-sided anchor
     that lets the fused image raise any class's contrast against healthy tissue but not
@@ -307,6 +323,7 @@ def contrast_floor_loss(
         fused: ``(B, 1, *S)``, with gradient.
         reference: ``(B, 1, *S)``, no gradient needed (detached here).
         labels: ``(B, *S)`` integer classes; region: ``(B, *S)`` bool (the brain).
+        spread: units of the contrasts, ``"healthy"`` or ``"pooled"`` (``class_contrasts``).
 
     Returns:
         Scalar tensor; 0 (with a graph) when no image has a valid class.
@@ -320,9 +337,9 @@ def contrast_floor_loss(
         raise ValueError(
             f"fused {tuple(fused.shape)} and labels {tuple(labels.shape)} differ in size"
         )
-    k_f, valid = class_contrasts(fused, labels, region, min_pixels)
+    k_f, valid = class_contrasts(fused, labels, region, min_pixels, spread=spread)
     with torch.no_grad():
-        k_r, _ = class_contrasts(reference.detach(), labels, region, min_pixels)
+        k_r, _ = class_contrasts(reference.detach(), labels, region, min_pixels, spread=spread)
     if not bool(valid.any()):
         return fused.float().sum() * 0.0
     shortfall = torch.relu(k_r.abs() - k_f.abs())

@@ -103,6 +103,7 @@ class LossWeights:
     grad_convention: str = "unit"  # L_grad's Sobel magnitude: "unit" or "cddfuse" (last: the
     # weights above are often given positionally)
     contrast_floor: float = 0.0  # L_floor: no tumour class less contrasted than in x_avg (ours)
+    contrast_spread: str = "healthy"  # L_floor's units: "healthy" sd or "pooled" sd (d')
 
 
 @dataclass
@@ -257,7 +258,7 @@ def upper_loss(
         # contrast floor: no tumour class stands out less from healthy brain than in x_avg
         brain = x.amax(dim=1) > 0  # (B, H, W)
         x_avg = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
-        l_floor = contrast_floor_loss(fused, x_avg, y, brain)
+        l_floor = contrast_floor_loss(fused, x_avg, y, brain, spread=w.contrast_spread)
         total = total + w.contrast_floor * l_floor
         terms["floor"] = float(l_floor.detach())
     terms["upper"] = float(total.detach())

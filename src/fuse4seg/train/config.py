@@ -98,6 +98,9 @@ class TrainConfig:
     # L_floor weight (contrast floor: no tumour class less contrasted against healthy brain
     # than in x_avg, fuse4seg.losses.contrast_floor_loss; one-sided, leader steps with labels)
     contrast_floor: float = 0.0
+    # L_floor's units: "healthy" (sd of healthy brain) or "pooled" (sd of healthy brain and
+    # the class together, d': also asks that a class does not spread out)
+    contrast_spread: str = "healthy"
     dice_weight: float = 1.0  # Dice term of L_seg
     ce_weight: float = 1.0  # cross-entropy term of L_seg
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
@@ -188,6 +191,11 @@ class TrainConfig:
             raise ConfigError(
                 "config key 'info_weighting' must be 'uniform' or 'rarity', "
                 f"got {self.info_weighting!r}"
+            )
+        if self.contrast_spread not in ("healthy", "pooled"):
+            raise ConfigError(
+                "config key 'contrast_spread' must be 'healthy' or 'pooled', "
+                f"got {self.contrast_spread!r}"
             )
         from fuse4seg.losses import GRAD_CONVENTIONS
 

@@ -263,6 +263,7 @@ class Trainer:
                 info_weighting=cfg.info_weighting,
                 sep=cfg.sep,
                 contrast_floor=cfg.contrast_floor,
+                contrast_spread=cfg.contrast_spread,
             ),
             val_fraction=cfg.val_patient_fraction,
             inner_steps=cfg.inner_steps,
