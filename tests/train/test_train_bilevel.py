@@ -273,39 +273,41 @@ def test_rarity_weighting_changes_the_information_term():
     assert infos[0] > 0 and infos[1] > 0 and infos[0] != pytest.approx(infos[1], rel=1e-3)
 
 
-def test_separation_anchor_enters_the_leader_loss_only_with_labels():
-    x, y, _ = _batch()
-    s = _state(weights=LossWeights(1.0, 5.0, 0.05, sep=2.0))
-    out = s.leader(x)
-    logits = s.follower(out.fused)
-    total, terms = bilevel.upper_loss(s, out, x, logits, y)
-    assert 0.0 < terms["sep"] <= 1.0
-    s0 = _state()
-    total0, terms0 = bilevel.upper_loss(s0, s0.leader(x), x, s0.follower(s0.leader(x).fused), y)
-    assert "sep" not in terms0
-    assert float(total) == pytest.approx(float(total0) + 2.0 * terms["sep"], rel=1e-5)
-    _, terms_nolab = bilevel.upper_loss(s, out, x, None, None)
-    assert "sep" not in terms_nolab
+def _sep_value(out, x, y):
+    from fuse4seg.losses import class_separation_loss
+
+    return class_separation_loss(out.fused, y, x.amax(dim=1) > 0)
 
 
-def test_contrast_floor_enters_the_leader_loss_only_with_labels():
+def _floor_value(out, x, y):
     from fuse4seg.losses import contrast_floor_loss
 
+    return contrast_floor_loss(out.fused, x.mean(dim=1, keepdim=True), y, x.amax(dim=1) > 0)
+
+
+@pytest.mark.parametrize(
+    ("weights", "term", "weight", "value"),
+    [
+        ({"sep": 2.0}, "sep", 2.0, _sep_value),
+        ({"contrast_floor": 3.0}, "floor", 3.0, _floor_value),
+    ],
+)
+def test_label_anchors_enter_the_leader_loss_only_with_labels(weights, term, weight, value):
     x, y, _ = _batch()
-    s = _state(weights=LossWeights(1.0, 5.0, 0.05, contrast_floor=3.0))
+    s = _state(weights=LossWeights(1.0, 5.0, 0.05, **weights))
     out = s.leader(x)
     logits = s.follower(out.fused)
     total, terms = bilevel.upper_loss(s, out, x, logits, y)
-    brain = x.amax(dim=1) > 0
-    expected = contrast_floor_loss(out.fused, x.mean(dim=1, keepdim=True), y, brain)
-    assert terms["floor"] == pytest.approx(float(expected), rel=1e-6)
+    assert terms[term] == pytest.approx(float(value(out, x, y)), rel=1e-6, abs=1e-9)
+    if term == "sep":
+        assert 0.0 < terms["sep"] <= 1.0
     s0 = _state()
     out0 = s0.leader(x)
     total0, terms0 = bilevel.upper_loss(s0, out0, x, s0.follower(out0.fused), y)
-    assert "floor" not in terms0
-    assert float(total) == pytest.approx(float(total0) + 3.0 * terms["floor"], rel=1e-5, abs=1e-6)
+    assert term not in terms0
+    assert float(total) == pytest.approx(float(total0) + weight * terms[term], rel=1e-5, abs=1e-6)
     _, terms_nolab = bilevel.upper_loss(s, out, x, None, None)
-    assert "floor" not in terms_nolab
+    assert term not in terms_nolab
 
 
 def test_leader_criterion_replaces_l_seg_in_the_upper_loss_only():

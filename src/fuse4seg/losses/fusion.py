@@ -193,6 +193,46 @@ def rarity_weights(sources: torch.Tensor, bins: int = 16) -> torch.Tensor:
     return w.reshape(b, 1, *sources.shape[2:]).to(sources.dtype)
 
 
+def _check_image_and_labels(image: torch.Tensor, labels: torch.Tensor, name: str) -> None:
+    """``image (B, 1, *S)`` and ``labels (B, *S)``, else ``ValueError`` naming both shapes."""
+    if image.ndim != labels.ndim + 1 or image.shape[1] != 1:
+        raise ValueError(
+            f"{name} must be (B, 1, *S) and labels (B, *S), got {tuple(image.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    if image.shape[2:] != labels.shape[1:] or image.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{name} {tuple(image.shape)} and labels {tuple(labels.shape)} differ in size"
+        )
+
+
+def _class_statistics(
+    image: torch.Tensor,
+    labels: torch.Tensor,
+    region: torch.Tensor | None,
+    min_classes: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel count, mean and variance of ``image (B, 1, *S)`` per image and label class.
+
+    Class 0 counts inside ``region (B, *S)`` only (``None``: everywhere); the other classes
+    wherever they are labelled. Returns ``(count, mu, var)``, each ``(B, C)`` with
+    ``C = max(largest label + 1, min_classes)``; an empty class has mean and variance 0.
+    """
+    b = image.shape[0]
+    f = image.float().reshape(b, -1)  # (B, N)
+    lab = labels.reshape(b, -1).long()
+    n_cls = max(int(lab.max().item()) + 1 if lab.numel() else 1, min_classes)
+    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), n_cls).to(f.dtype)  # (B, N, C)
+    if region is not None:
+        inside = region.reshape(b, -1) | (lab > 0)  # (B, N)
+        onehot[..., 0] = onehot[..., 0] * inside.to(f.dtype)
+    count = onehot.sum(dim=1)  # (B, C)
+    safe = count.clamp(min=1.0)
+    mu = torch.einsum("bn,bnc->bc", f, onehot) / safe
+    var = torch.einsum("bnc,bnc->bc", (f.unsqueeze(2) - mu.unsqueeze(1)).pow(2), onehot) / safe
+    return count, mu, var
+
+
 def class_separation_loss(
     fused: torch.Tensor,
     labels: torch.Tensor,
@@ -218,33 +258,15 @@ def class_separation_loss(
     Returns:
         Scalar tensor; 0 (with a graph) when no image has two classes.
     """
-    if fused.ndim != labels.ndim + 1 or fused.shape[1] != 1:
-        raise ValueError(
-            f"fused must be (B, 1, *S) and labels (B, *S), got {tuple(fused.shape)} "
-            f"and {tuple(labels.shape)}"
-        )
-    if fused.shape[2:] != labels.shape[1:] or fused.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"fused {tuple(fused.shape)} and labels {tuple(labels.shape)} differ in size"
-        )
-    b = fused.shape[0]
-    f = fused.float().reshape(b, -1)  # (B, N)
-    lab = labels.reshape(b, -1).long()
-    n_cls = int(lab.max().item()) + 1 if lab.numel() else 1
-    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), n_cls).to(f.dtype)  # (B, N, C)
-    if region is not None:
-        keep = region.reshape(b, -1).to(f.dtype) + (lab > 0).to(f.dtype)
-        onehot[..., 0] = onehot[..., 0] * keep.clamp(max=1.0)
-    count = onehot.sum(dim=1)  # (B, C)
-    safe = count.clamp(min=1.0)
-    mu = torch.einsum("bn,bnc->bc", f, onehot) / safe
-    var = torch.einsum("bnc,bnc->bc", (f.unsqueeze(2) - mu.unsqueeze(1)).pow(2), onehot) / safe
+    _check_image_and_labels(fused, labels, "fused")
+    count, mu, var = _class_statistics(fused, labels, region)
+    n_cls = count.shape[1]
     valid = count >= min_pixels  # (B, C)
-    iu = torch.triu_indices(n_cls, n_cls, offset=1, device=f.device)
+    iu = torch.triu_indices(n_cls, n_cls, offset=1, device=fused.device)
     d = (mu[:, iu[0]] - mu[:, iu[1]]).pow(2) / (var[:, iu[0]] + var[:, iu[1]] + eps)
     pair_ok = valid[:, iu[0]] & valid[:, iu[1]]  # (B, P)
     if not bool(pair_ok.any()):
-        return f.sum() * 0.0
+        return fused.float().sum() * 0.0
     overlap = 1.0 / (1.0 + d)
     return overlap[pair_ok].mean()
 
@@ -280,24 +302,13 @@ def class_contrasts(
         ``(k, valid)``: ``(B, C - 1)`` contrasts and a bool mask of the entries whose class
         and healthy tissue both have at least ``min_pixels`` pixels.
     """
-    b = image.shape[0]
-    f = image.float().reshape(b, -1)  # (B, N)
-    lab = labels.reshape(b, -1).long()
-    n_cls = max(int(lab.max().item()) + 1 if lab.numel() else 1, 2)
-    inside = (region.reshape(b, -1) | (lab > 0)).to(f.dtype)  # (B, N)
-    onehot = torch.nn.functional.one_hot(lab.clamp(min=0), n_cls).to(f.dtype)  # (B, N, C)
-    onehot[..., 0] = onehot[..., 0] * inside
-    count = onehot.sum(dim=1)  # (B, C)
-    mu = torch.einsum("bn,bnc->bc", f, onehot) / count.clamp(min=1.0)
+    _check_image_and_labels(image, labels, "image")
     if spread not in CONTRAST_SPREADS:
         raise ValueError(f"spread must be one of {CONTRAST_SPREADS}, got {spread!r}")
+    count, mu, var_c = _class_statistics(image, labels, region, min_classes=2)
     if spread == "healthy":
-        healthy = onehot[..., 0]  # (B, N)
-        var = ((f - mu[:, :1]) ** 2 * healthy).sum(dim=1) / count[:, 0].clamp(min=1.0)
-        var = var[:, None]  # (B, 1)
+        var = var_c[:, :1]  # (B, 1)
     else:
-        var_c = torch.einsum("bnc,bnc->bc", (f.unsqueeze(2) - mu.unsqueeze(1)) ** 2, onehot)
-        var_c = var_c / count.clamp(min=1.0)  # (B, C)
         var = (var_c[:, :1] + var_c[:, 1:]) / 2.0  # (B, C - 1)
     k = (mu[:, 1:] - mu[:, :1]) / (var + eps).sqrt()
     valid = (count[:, 1:] >= min_pixels) & (count[:, :1] >= min_pixels)
@@ -328,15 +339,12 @@ def contrast_floor_loss(
     Returns:
         Scalar tensor; 0 (with a graph) when no image has a valid class.
     """
-    if fused.shape != reference.shape or fused.ndim != labels.ndim + 1 or fused.shape[1] != 1:
+    if fused.shape != reference.shape:
         raise ValueError(
-            f"fused and reference must be (B, 1, *S) and labels (B, *S), got "
-            f"{tuple(fused.shape)}, {tuple(reference.shape)} and {tuple(labels.shape)}"
+            f"fused and reference must have one shape, got {tuple(fused.shape)} and "
+            f"{tuple(reference.shape)}"
         )
-    if fused.shape[2:] != labels.shape[1:] or fused.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"fused {tuple(fused.shape)} and labels {tuple(labels.shape)} differ in size"
-        )
+    _check_image_and_labels(fused, labels, "fused")
     k_f, valid = class_contrasts(fused, labels, region, min_pixels, spread=spread)
     with torch.no_grad():
         k_r, _ = class_contrasts(reference.detach(), labels, region, min_pixels, spread=spread)

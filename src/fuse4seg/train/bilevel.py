@@ -248,15 +248,14 @@ def upper_loss(
         l_info = information_loss(state.leader.decode_sources(fused), x.float(), pixel_w)
         total = total + w.info * l_info
         terms["info"] = float(l_info.detach())
+    brain = x.amax(dim=1) > 0 if y is not None and (w.sep > 0 or w.contrast_floor > 0) else None
     if w.sep > 0 and y is not None:
         # separation anchor: healthy brain, NCR, ED, ET apart in the fused intensities
-        brain = x.amax(dim=1) > 0  # (B, H, W)
         l_sep = class_separation_loss(fused, y, brain)
         total = total + w.sep * l_sep
         terms["sep"] = float(l_sep.detach())
     if w.contrast_floor > 0 and y is not None:
         # contrast floor: no tumour class stands out less from healthy brain than in x_avg
-        brain = x.amax(dim=1) > 0  # (B, H, W)
         x_avg = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
         l_floor = contrast_floor_loss(fused, x_avg, y, brain, spread=w.contrast_spread)
         total = total + w.contrast_floor * l_floor
