@@ -192,9 +192,11 @@ class TrainConfig:
                 "config key 'info_weighting' must be 'uniform' or 'rarity', "
                 f"got {self.info_weighting!r}"
             )
-        if self.contrast_spread not in ("healthy", "pooled"):
+        from fuse4seg.losses import CONTRAST_SPREADS
+
+        if self.contrast_spread not in CONTRAST_SPREADS:
             raise ConfigError(
-                "config key 'contrast_spread' must be 'healthy' or 'pooled', "
+                f"config key 'contrast_spread' must be one of {CONTRAST_SPREADS}, "
                 f"got {self.contrast_spread!r}"
             )
         from fuse4seg.losses import GRAD_CONVENTIONS
