@@ -12,6 +12,7 @@ from fuse4seg.losses import (
     decomposition_loss,
     gradient_loss,
     reconstruction_loss,
+    region_dice_loss,
     soft_dice_loss,
 )
 
@@ -311,3 +312,30 @@ def test_pooled_contrast_falls_when_the_class_spreads_out():
     assert float(contrast_floor_loss(wide, ref, y, brain, spread="healthy")) < 1e-3
     with pytest.raises(ValueError, match="spread must be one of"):
         class_contrasts(ref, y, brain, spread="brain")
+
+
+def test_region_dice_hand_values_and_dicece_regions():
+    # 1 x 4 pixels: labels bg, NCR, ED, ET; hard probabilities that call the ED pixel NCR
+    y = torch.tensor([[0, 1, 2, 3]])
+    probs = F.one_hot(torch.tensor([[0, 1, 1, 3]]), 4).movedim(-1, 1).float()
+    # WT {1,2,3}: perfect; TC {1,3}: p = [0,1,1,1], t = [0,1,0,1] -> 2*2/(3+2) = 0.8; ET: 1
+    expected = 1.0 - (1.0 + 0.8 + 1.0) / 3.0
+    assert float(region_dice_loss(probs, y, eps=0.0)) == pytest.approx(expected, abs=1e-7)
+    # custom regions; a region with a class outside [0, C) is refused
+    assert float(region_dice_loss(probs, y, regions=[(2,)], eps=0.0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="region"):
+        region_dice_loss(probs, y, regions=[(4,)])
+    # DiceCELoss: the Dice term changes with dice_over, the CE term does not
+    logits = torch.randn(2, 4, 5, 5)
+    target = torch.randint(0, 4, (2, 5, 5))
+    ce_only = DiceCELoss(dice_weight=0.0)(logits, target)
+    regions = DiceCELoss(dice_over="regions", dice_weight=0.0, class_weights=[1, 2, 1, 2])
+    assert torch.allclose(regions(logits, target), DiceCELoss(dice_weight=0.0,
+                          class_weights=[1, 2, 1, 2])(logits, target))  # fmt: skip
+    dice_r = DiceCELoss(dice_over="regions", ce_weight=0.0)(logits, target)
+    ref = region_dice_loss(logits.softmax(dim=1), target)
+    assert torch.allclose(dice_r, ref) and float(ce_only) > 0
+    with pytest.raises(ValueError, match="dice_over"):
+        DiceCELoss(dice_over="voxels")
+    with pytest.raises(ValueError, match="4 BraTS classes"):
+        DiceCELoss(num_classes=3, dice_over="regions")

@@ -351,3 +351,11 @@ def test_trainer_builds_the_leader_criterion_and_sep_weight_from_the_config(tmp_
     assert trainer.state.weights.contrast_spread == "pooled"
     with pytest.raises(ConfigError, match="contrast_spread"):
         make_config("tiny", contrast_spread="brain")
+    cfg = make_config("tiny", batch_size=4, tumour_fraction=None, leader_dice_over="regions")
+    trainer = Trainer(cfg, data, tmp_path / "regions", device="cpu", progress=False)
+    assert trainer.state.leader_seg_criterion.dice_over == "regions"
+    assert trainer.state.seg_criterion.dice_over == "classes"
+    assert trainer.state.leader_seg_criterion.class_weights.tolist() == cfg.class_weights
+    for key in ("dice_over", "leader_dice_over"):
+        with pytest.raises(ConfigError, match=key):
+            make_config("tiny", **{key: "voxels"})

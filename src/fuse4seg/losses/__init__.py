@@ -25,11 +25,12 @@ from .gradients import (
     sobel_magnitude,
     total_variation,
 )
-from .segmentation import DiceCELoss, soft_dice_loss
+from .segmentation import DICE_OVER, DiceCELoss, region_dice_loss, soft_dice_loss
 from .ssim import SSIMLoss, ssim
 
 __all__ = [
     "CONTRAST_SPREADS",
+    "DICE_OVER",
     "GRAD_CONVENTIONS",
     "TV_CONVENTIONS",
     "DiceCELoss",
@@ -43,6 +44,7 @@ __all__ = [
     "gradient_magnitude",
     "information_loss",
     "rarity_weights",
+    "region_dice_loss",
     "reconstruction_loss",
     "sobel_gradients",
     "sobel_magnitude",

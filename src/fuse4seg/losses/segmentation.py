@@ -6,6 +6,12 @@ with ``p = softmax(logits)``, ``y`` one-hot, sums over every pixel of the batch 
 are rescaled so that they average to 1 over the included classes, so ``L_Dice`` stays in
 [0, 1]. ``L_CE`` is the (optionally class-weighted) cross-entropy. The total is
 ``dice_weight * L_Dice + ce_weight * L_CE``.
+
+With ``dice_over="regions"`` the Dice term is taken over the BraTS evaluation regions instead
+of the classes (nnU-Net's region-based training for BraTS): ``p_R = sum_{c in R} p_c`` for
+WT = {NCR, ED, ET}, TC = {NCR, ET} and ET, each region weighted equally. Whole tumour against
+healthy tissue then carries a third of the Dice term, where the class Dice spreads that
+boundary over three classes. The cross-entropy stays over the classes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DiceCELoss", "soft_dice_loss"]
+from fuse4seg.data.labels import REGIONS
+
+__all__ = ["DICE_OVER", "DiceCELoss", "soft_dice_loss", "region_dice_loss"]
+
+#: what the Dice term averages over
+DICE_OVER: tuple[str, ...] = ("classes", "regions")
 
 
 def soft_dice_loss(
@@ -53,6 +64,41 @@ def soft_dice_loss(
     return 1.0 - (w * dice).mean()
 
 
+def region_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    regions: Sequence[Sequence[int]] = tuple(REGIONS.values()),
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Soft Dice loss over label regions (batch Dice, regions weighted equally).
+
+    Args:
+        probs: class probabilities ``(B, C, *S)``.
+        target: integer labels ``(B, *S)`` in ``[0, C)``.
+        regions: each region as the class indices it joins (default WT, TC, ET of the
+            canonical BraTS labels).
+        eps: smoothing term in numerator and denominator.
+
+    Returns:
+        Scalar tensor, ``1 - mean_R Dice(p_R, [y in R])``.
+    """
+    num_classes = probs.shape[1]
+    dims = [0] + list(range(1, probs.ndim - 1))
+    dice = []
+    for region in regions:
+        if not region or any(not 0 <= c < num_classes for c in region):
+            raise ValueError(
+                f"region {tuple(region)} is not a set of classes in [0, {num_classes})"
+            )
+        idx = torch.as_tensor(list(region), device=probs.device)
+        p = probs.index_select(1, idx).sum(dim=1)  # (B, *S)
+        t = torch.isin(target, idx).to(probs.dtype)  # (B, *S)
+        inter = (p * t).sum(dim=dims)
+        denom = p.sum(dim=dims) + t.sum(dim=dims)
+        dice.append((2.0 * inter + eps) / (denom + eps))
+    return 1.0 - torch.stack(dice).mean()
+
+
 class DiceCELoss(nn.Module):
     """Weighted soft Dice + cross-entropy on logits.
 
@@ -63,6 +109,9 @@ class DiceCELoss(nn.Module):
         include_background: include class 0 in the Dice average (default False).
         dice_weight, ce_weight: weights of the two terms.
         eps: Dice smoothing term.
+        dice_over: ``"classes"`` (the weighted class Dice above) or ``"regions"`` (Dice over
+            WT, TC, ET, equal weights; :func:`region_dice_loss`; needs the 4 canonical
+            classes). The class weights then act on the cross-entropy only.
 
     Forward: ``logits (B, C, *S)``, ``target int64 (B, *S)`` -> scalar.
     """
@@ -75,8 +124,15 @@ class DiceCELoss(nn.Module):
         dice_weight: float = 1.0,
         ce_weight: float = 1.0,
         eps: float = 1e-5,
+        dice_over: str = "classes",
     ) -> None:
         super().__init__()
+        if dice_over not in DICE_OVER:
+            raise ValueError(f"dice_over must be one of {DICE_OVER}, got {dice_over!r}")
+        if dice_over == "regions" and num_classes != 4:
+            raise ValueError(
+                f"dice_over='regions' needs the 4 BraTS classes, got num_classes={num_classes}"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         weights = None
@@ -97,6 +153,7 @@ class DiceCELoss(nn.Module):
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
         self.eps = eps
+        self.dice_over = dice_over
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits ``(B, C, *S)``, target ``(B, *S)`` int64 -> scalar loss."""
@@ -110,12 +167,12 @@ class DiceCELoss(nn.Module):
                 f"got {tuple(target.shape)}"
             )
         target = target.long()
-        dice = soft_dice_loss(
-            logits.float().softmax(dim=1),
-            target,
-            self.class_weights,
-            self.include_background,
-            self.eps,
-        )
+        probs = logits.float().softmax(dim=1)
+        if self.dice_over == "regions":
+            dice = region_dice_loss(probs, target, eps=self.eps)
+        else:
+            dice = soft_dice_loss(
+                probs, target, self.class_weights, self.include_background, self.eps
+            )
         ce = F.cross_entropy(logits.float(), target, weight=self.class_weights)
         return self.dice_weight * dice + self.ce_weight * ce

@@ -106,6 +106,11 @@ class TrainConfig:
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
     # the class weights of L_seg inside the leader's L_upper (None = class_weights)
     leader_class_weights: list[float] | None = None
+    # what L_seg's Dice term averages over: "classes" (NCR, ED, ET) or "regions" (WT, TC, ET,
+    # as nnU-Net trains BraTS); leader_dice_over: the same inside the leader's L_upper
+    # (None = dice_over)
+    dice_over: str = "classes"
+    leader_dice_over: str | None = None
 
     # --- EMA of the leader -------------------------------------------------------------
     ema_momentum: float = 0.99  # m in  theta_hat <- m theta_hat + (1 - m) theta
@@ -199,6 +204,12 @@ class TrainConfig:
                 f"config key 'contrast_spread' must be one of {CONTRAST_SPREADS}, "
                 f"got {self.contrast_spread!r}"
             )
+        from fuse4seg.losses import DICE_OVER
+
+        for key in ("dice_over", "leader_dice_over"):
+            value = getattr(self, key)
+            if value is not None and value not in DICE_OVER:
+                raise ConfigError(f"config key {key!r} must be one of {DICE_OVER}, got {value!r}")
         from fuse4seg.losses import GRAD_CONVENTIONS
 
         if self.grad_convention not in GRAD_CONVENTIONS:

@@ -233,14 +233,20 @@ class Trainer:
             class_weights=cfg.class_weights,
             dice_weight=cfg.dice_weight,
             ce_weight=cfg.ce_weight,
+            dice_over=cfg.dice_over,
         ).to(self.device)
         leader_criterion = None
-        if cfg.leader_class_weights is not None:
+        if cfg.leader_class_weights is not None or cfg.leader_dice_over is not None:
             leader_criterion = DiceCELoss(
                 num_classes=cfg.num_classes,
-                class_weights=cfg.leader_class_weights,
+                class_weights=(
+                    cfg.class_weights
+                    if cfg.leader_class_weights is None
+                    else cfg.leader_class_weights
+                ),
                 dice_weight=cfg.dice_weight,
                 ce_weight=cfg.ce_weight,
+                dice_over=cfg.leader_dice_over or cfg.dice_over,
             ).to(self.device)
         return TrainState(
             follower=follower,
