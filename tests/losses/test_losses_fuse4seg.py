@@ -335,6 +335,9 @@ def test_region_dice_hand_values_and_dicece_regions():
     dice_r = DiceCELoss(dice_over="regions", ce_weight=0.0)(logits, target)
     ref = region_dice_loss(logits.softmax(dim=1), target)
     assert torch.allclose(dice_r, ref) and float(ce_only) > 0
+    dice_c = DiceCELoss(ce_weight=0.0)(logits, target)
+    dice_b = DiceCELoss(dice_over="both", ce_weight=0.0)(logits, target)
+    assert torch.allclose(dice_b, (dice_c + dice_r) / 2)
     with pytest.raises(ValueError, match="dice_over"):
         DiceCELoss(dice_over="voxels")
     with pytest.raises(ValueError, match="4 BraTS classes"):

@@ -11,7 +11,8 @@ With ``dice_over="regions"`` the Dice term is taken over the BraTS evaluation re
 of the classes (nnU-Net's region-based training for BraTS): ``p_R = sum_{c in R} p_c`` for
 WT = {NCR, ED, ET}, TC = {NCR, ET} and ET, each region weighted equally. Whole tumour against
 healthy tissue then carries a third of the Dice term, where the class Dice spreads that
-boundary over three classes. The cross-entropy stays over the classes.
+boundary over three classes. ``dice_over="both"`` takes the mean of the two Dice losses. The
+cross-entropy stays over the classes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fuse4seg.data.labels import REGIONS
 __all__ = ["DICE_OVER", "DiceCELoss", "soft_dice_loss", "region_dice_loss"]
 
 #: what the Dice term averages over
-DICE_OVER: tuple[str, ...] = ("classes", "regions")
+DICE_OVER: tuple[str, ...] = ("classes", "regions", "both")
 
 
 def soft_dice_loss(
@@ -111,7 +112,8 @@ class DiceCELoss(nn.Module):
         eps: Dice smoothing term.
         dice_over: ``"classes"`` (the weighted class Dice above) or ``"regions"`` (Dice over
             WT, TC, ET, equal weights; :func:`region_dice_loss`; needs the 4 canonical
-            classes). The class weights then act on the cross-entropy only.
+            classes; the class weights then act on the cross-entropy only) or ``"both"``
+            (the mean of the two).
 
     Forward: ``logits (B, C, *S)``, ``target int64 (B, *S)`` -> scalar.
     """
@@ -129,9 +131,9 @@ class DiceCELoss(nn.Module):
         super().__init__()
         if dice_over not in DICE_OVER:
             raise ValueError(f"dice_over must be one of {DICE_OVER}, got {dice_over!r}")
-        if dice_over == "regions" and num_classes != 4:
+        if dice_over != "classes" and num_classes != 4:
             raise ValueError(
-                f"dice_over='regions' needs the 4 BraTS classes, got num_classes={num_classes}"
+                f"dice_over={dice_over!r} needs the 4 BraTS classes, got num_classes={num_classes}"
             )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -168,11 +170,14 @@ class DiceCELoss(nn.Module):
             )
         target = target.long()
         probs = logits.float().softmax(dim=1)
-        if self.dice_over == "regions":
-            dice = region_dice_loss(probs, target, eps=self.eps)
-        else:
-            dice = soft_dice_loss(
+        dice = probs.new_zeros(())
+        if self.dice_over in ("classes", "both"):
+            dice = dice + soft_dice_loss(
                 probs, target, self.class_weights, self.include_background, self.eps
             )
+        if self.dice_over in ("regions", "both"):
+            dice = dice + region_dice_loss(probs, target, eps=self.eps)
+        if self.dice_over == "both":
+            dice = dice / 2.0
         ce = F.cross_entropy(logits.float(), target, weight=self.class_weights)
         return self.dice_weight * dice + self.ce_weight * ce

@@ -106,9 +106,9 @@ class TrainConfig:
     class_weights: list[float] | None = None  # per-class Dice weights w_c (None = equal)
     # the class weights of L_seg inside the leader's L_upper (None = class_weights)
     leader_class_weights: list[float] | None = None
-    # what L_seg's Dice term averages over: "classes" (NCR, ED, ET) or "regions" (WT, TC, ET,
-    # as nnU-Net trains BraTS); leader_dice_over: the same inside the leader's L_upper
-    # (None = dice_over)
+    # what L_seg's Dice term averages over: "classes" (NCR, ED, ET), "regions" (WT, TC, ET,
+    # as nnU-Net trains BraTS) or "both" (mean of the two); leader_dice_over: the same inside
+    # the leader's L_upper (None = dice_over)
     dice_over: str = "classes"
     leader_dice_over: str | None = None
 
