@@ -1,5 +1,5 @@
 """The literature's further fusion metrics (``fusion_literature.py``): hand-computed cases,
-conventions, and golden values of a public Python implementation (CC, MSE, Nabf)."""
+conventions, and golden values of public Python implementations (CC, MSE, Nabf, Qm)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from fuse4seg.metrics import (
     ALL_FUSION_METRICS,
+    LOWER_IS_BETTER,
     compute_fusion_metrics,
     correlation_coefficient,
     cross_entropy,
@@ -23,6 +24,7 @@ from fuse4seg.metrics import (
     q_c,
     q_cb,
     q_cv,
+    q_m,
     q_ncie,
     q_sf,
     q_y,
@@ -47,7 +49,8 @@ def _tile(values, reps=(4, 4)) -> torch.Tensor:
 
 
 def test_metric_count_and_every_metric_runs():
-    assert len(ALL_FUSION_METRICS) >= 30 and len(set(ALL_FUSION_METRICS)) == len(ALL_FUSION_METRICS)
+    assert len(ALL_FUSION_METRICS) == 35 and len(set(ALL_FUSION_METRICS)) == len(ALL_FUSION_METRICS)
+    assert not {"Qp", "Qm", "MEF-SSIM", "FMI_w", "FMI_dct"} & LOWER_IS_BETTER  # higher is better
     a, b = _noise(1, (2, 48, 48)), _noise(2, (2, 48, 48))
     f = (a + b) / 2
     names = [m for m in ALL_FUSION_METRICS if m != "MS-SSIM"]  # MS-SSIM needs 176 px
@@ -163,6 +166,25 @@ def test_qsf_hand_value():
     assert q_sf(_pair(x, torch.zeros_like(x)), 2 * x).item() == pytest.approx(1.0, rel=1e-12)
 
 
+def test_qm_hand_values():
+    g = torch.Generator().manual_seed(15)
+    a = torch.randint(0, 256, (1, 32, 30), generator=g).double()
+    # Haar details ignore the mean: F = A + 5 preserves every edge, EP = 3 at both levels
+    assert q_m(_pair(a, a), a + 5).item() == pytest.approx(3.0, rel=1e-12)
+    # a +-0.5 checkerboard only changes the level-1 diagonal band, by 2 * 0.5:
+    # Q_1 = 2 + e^-1, Q_2 = 3 (its 2x2 means vanish)
+    checker = 0.5 * (-1.0) ** (torch.arange(32).view(-1, 1) + torch.arange(30).view(1, -1))
+    want = (2 + math.exp(-1)) ** (2 / 3) * 3 ** (1 / 3)
+    assert q_m(_pair(a, a), a + checker).item() == pytest.approx(want, rel=1e-12)
+    assert q_m(_pair(a / 255, a / 255), (a + checker) / 255, "standard", 1.0).item() == (
+        pytest.approx(want, rel=1e-12)
+    )
+    flat = torch.full((1, 8, 8), 7.0)
+    assert torch.isnan(q_m(_pair(flat, flat), flat))  # no detail: 0 / 0
+    with pytest.raises(ValueError, match="at least 4 px"):
+        q_m(_pair(a[:, :3], a[:, :3]), a[:, :3])
+
+
 @pytest.mark.parametrize("convention", ["reference", "standard"])
 def test_piella_indices_of_perfect_fusion(convention):
     a = _noise(7, (2, 32, 32))
@@ -240,6 +262,28 @@ def test_cc_mse_nabf_match_the_public_python_port(harvard_dir, key):
     assert mse(src, f, "standard").item() == pytest.approx(m, rel=1e-6)
     assert nabf(src, f, weak_edge_weight=0.0).item() == pytest.approx(n0, rel=1e-9)
     assert nabf(src, f).item() >= nabf(src, f, weak_edge_weight=0.0).item()
+
+
+# Golden Qm: cslib's port of Liu's metricPWW.m (github.com/CharlesShan-hub/cslib,
+# metrics/collection/pww.py, its own buildWpyr 'haar'), run outside the repository in float64.
+_GOLDEN_QM = {
+    ("MRI_CT", "11.png", "max"): 1.113936580585611,
+    ("MRI_PET", "13.png", "mean"): 0.09702695364509274,
+    ("MRI_SPECT", "12.png", "max"): 1.7521016890251744,
+}
+
+
+@pytest.mark.parametrize("key", sorted(_GOLDEN_QM))
+def test_qm_matches_the_public_python_port(harvard_dir, key):
+    mod, name, rule = key
+    a = torch.from_numpy(read_gray_reference(harvard_dir / mod / "MRI" / name))
+    b = torch.from_numpy(read_gray_reference(harvard_dir / mod / mod[4:] / name))
+    f = torch.maximum(a, b) if rule == "max" else torch.round((a + b) / 2)
+    assert q_m(_pair(a[None], b[None]), f[None]).item() == pytest.approx(_GOLDEN_QM[key], rel=1e-12)
+    if key[0] == "MRI_CT":  # odd sizes: buildWpyr drops the last row and column
+        a, b = a[10:213, 20:247], b[10:213, 20:247]
+        got = q_m(_pair(a[None], b[None]), torch.maximum(a, b)[None]).item()
+        assert got == pytest.approx(0.8982494860504877, rel=1e-12)
 
 
 # The reference evaluator's own MSE and CC (CDDFuse's utils/Evaluator.py, float32), run

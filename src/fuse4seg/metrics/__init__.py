@@ -44,6 +44,7 @@ from fuse4seg.metrics.fusion_literature import (
     q_cb,
     q_cv,
     q_e,
+    q_m,
     q_ncie,
     q_s,
     q_sf,
@@ -63,7 +64,9 @@ from fuse4seg.metrics.lesionwise import (
     lesionwise_scores,
     normalized_surface_dice,
 )
+from fuse4seg.metrics.mef_ssim import mef_ssim
 from fuse4seg.metrics.ms_ssim import ms_ssim
+from fuse4seg.metrics.phase_congruency import phase_congruency, q_p
 from fuse4seg.metrics.segmentation import (
     BRATS_CLASSES,
     DICE_LEVELS,
@@ -77,6 +80,7 @@ from fuse4seg.metrics.segmentation import (
     hd95,
     slice_dice,
 )
+from fuse4seg.metrics.windowed_fmi import FMI_FEATURES, fmi_dct, fmi_wavelet, fmi_windowed
 
 __all__ = [
     "CONVENTIONS",
@@ -120,6 +124,14 @@ __all__ = [
     "nabf",
     "labf",
     "petrovic",
+    "q_m",
+    "q_p",
+    "phase_congruency",
+    "mef_ssim",
+    "fmi_windowed",
+    "fmi_wavelet",
+    "fmi_dct",
+    "FMI_FEATURES",
     "IMAGE_SUFFIXES",
     "read_gray_reference",
     "BRATS_CLASSES",

@@ -10,7 +10,10 @@ import torch
 from fuse4seg.metrics import _kernels
 from fuse4seg.metrics import fusion as fm
 from fuse4seg.metrics import fusion_literature as fl
+from fuse4seg.metrics.mef_ssim import mef_ssim
 from fuse4seg.metrics.ms_ssim import ms_ssim
+from fuse4seg.metrics.phase_congruency import q_p
+from fuse4seg.metrics.windowed_fmi import fmi_windowed
 
 __all__ = [
     "FUSION_METRICS",
@@ -31,10 +34,11 @@ FUSION_METRICS: tuple[str, ...] = (
 )  # fmt: skip
 #: Metrics computed on request or as extra columns (not in the reference evaluator).
 EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI", "MS-SSIM")
-#: The further metrics of VIFB, MEFB, SeAFusion and Liu et al. (``fusion_literature.py``).
+#: The further metrics of VIFB, MEFB, SeAFusion and Liu et al. (``fusion_literature.py``,
+#: ``phase_congruency.py``, ``mef_ssim.py``, ``windowed_fmi.py``).
 LITERATURE_FUSION_METRICS: tuple[str, ...] = (
     "CE", "EI", "RMSE", "MSE", "CC", "NMI", "TE", "Qncie", "Qsf", "Qs", "Qw", "Qe",
-    "Qc", "Qy", "Qcv", "Qcb", "Nabf", "Labf",
+    "Qc", "Qy", "Qcv", "Qcb", "Nabf", "Labf", "Qp", "Qm", "MEF-SSIM", "FMI_w", "FMI_dct",
 )  # fmt: skip
 #: Every metric, in the column order of ``evaluate-fusion --metrics all``.
 ALL_FUSION_METRICS: tuple[str, ...] = (
@@ -46,7 +50,7 @@ ALL_FUSION_METRICS: tuple[str, ...] = (
 SUMMED_OVER_SOURCES: frozenset[str] = frozenset(
     {"MI", "VIF", "SSIM", "FMI", "MS-SSIM", "NMI", "TE"}
 )
-AVERAGED_OVER_SOURCES: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "CC"})
+AVERAGED_OVER_SOURCES: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "CC", "FMI_w", "FMI_dct"})
 OVER_SOURCES: tuple[str, ...] = ("default", "sum", "mean")
 #: Metrics for which a smaller value is better (Qsf: closer to 0 is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "Qcv", "Nabf", "Labf"})
@@ -86,6 +90,11 @@ def _table(convention: str, data_range: float) -> dict[str, Callable]:
         "Qcb": lambda s, f: fl.q_cb(s, f, c, r),
         "Nabf": lambda s, f: fl.nabf(s, f),
         "Labf": lambda s, f: fl.labf(s, f),
+        "Qp": lambda s, f: q_p(s, f, c, r),
+        "Qm": lambda s, f: fl.q_m(s, f, c, r),
+        "MEF-SSIM": lambda s, f: mef_ssim(s, f, c, r),
+        "FMI_w": lambda s, f: fmi_windowed(s, f, "wavelet", c),
+        "FMI_dct": lambda s, f: fmi_windowed(s, f, "dct", c),
     }
 
 

@@ -1,10 +1,12 @@
 """The fusion literature's further metrics (VIFB, MEFB, SeAFusion, Liu et al. TPAMI 2012).
 
-Eighteen metrics beyond the reference evaluator's: CE, EI, RMSE, MSE, CC, NMI, TE, Qncie, Qsf,
-Piella's Qs / Qw / Qe, Qc, Qy, Qcv, Qcb and Petrovic's Nabf / Labf. Each is one batched tensor
-implementation that runs on any torch device (on CPU it is the fast path too). Shapes and
-dtypes follow ``fusion.py``: sources ``(B, S, H, W)`` or a list of ``S`` tensors ``(B, H, W)``,
-fused ``(B, H, W)``; every function returns float64 ``(B,)``.
+Nineteen metrics beyond the reference evaluator's: CE, EI, RMSE, MSE, CC, NMI, TE, Qncie, Qsf,
+Qm, Piella's Qs / Qw / Qe, Qc, Qy, Qcv, Qcb and Petrovic's Nabf / Labf (Qp, MEF-SSIM and the
+windowed FMI_w / FMI_dct have modules of their own: ``phase_congruency.py``, ``mef_ssim.py``,
+``windowed_fmi.py``). Each is one batched tensor implementation that runs on any torch device
+(on CPU it is the fast path too). Shapes and dtypes follow ``fusion.py``: sources
+``(B, S, H, W)`` or a list of ``S`` tensors ``(B, H, W)``, fused ``(B, H, W)``; every function
+returns float64 ``(B,)``.
 
 ``convention`` keeps the meaning it has in ``fusion.py``: ``"reference"`` reproduces the public
 MATLAB toolbox that defines the metric (VIFB, MEFB or Liu's ``imageFusionMetrics``), quirks
@@ -37,6 +39,7 @@ __all__ = [
     "tsallis_entropy",
     "q_ncie",
     "q_sf",
+    "q_m",
     "piella",
     "q_s",
     "q_w",
@@ -383,6 +386,68 @@ def q_sf(sources: torch.Tensor | Sequence[torch.Tensor], fused: torch.Tensor) ->
     )
     sf_f, sf_r = torch.sqrt(sf_f / n), torch.sqrt(sf_r / n)
     return ((sf_f - sf_r) / sf_r).double()
+
+
+def _haar_level(x: torch.Tensor):
+    """One level of matlabPyrTools' ``buildWpyr(x, ., 'haar')`` (filter [1, 1]/sqrt(2),
+    sampling from the second sample, so an odd last row / column is dropped):
+    (N, H, W) -> lolo, (lohi, hilo, hihi), each (N, H // 2, W // 2)."""
+    c = 1.0 / math.sqrt(2.0)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top, bottom = x[..., 0:h:2, :w], x[..., 1:h:2, :w]
+    lo, hi = top * c + bottom * c, bottom * c - top * c  # rows: [1, 1] / sqrt 2, [-1, 1] / sqrt 2
+
+    def cols(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        left, right = y[..., 0::2], y[..., 1::2]
+        return left * c + right * c, right * c - left * c
+
+    lolo, hilo = cols(lo)
+    lohi, hihi = cols(hi)
+    return lolo, (lohi, hilo, hihi)
+
+
+def q_m(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    convention: fm.Convention = "reference",
+    data_range: float = 255.0,
+) -> torch.Tensor:
+    """Q_M (Wang & Liu 2008, multiscale wavelet edge preservation; Liu's ``metricPWW.m``), in
+    [0, 3], higher is better.
+
+    Two-level Haar wavelet pyramid (matlabPyrTools' ``buildWpyr``, 'haar') of every image. At
+    level l, with the detail bands (H, V, D): edge strength ``W_s = H_s^2 + V_s^2 + D_s^2``,
+    edge preservation ``EP_s = exp(-|H_s - H_F|) + exp(-|V_s - V_F|) + exp(-|D_s - D_F|)``
+    (each term at most 1, so EP <= 3), and
+    ``Q_l = sum_s sum EP_s W_s / sum_s sum W_s``; ``Q_M = Q_1^(2/3) Q_2^(1/3)``. F = every
+    source gives 3. Odd sizes drop the last row / column at each level (as ``buildWpyr``).
+
+    Reference: the images as given (grey levels 0-255, as the toolbox reads them); standard:
+    ``x * 255 / data_range`` (EP depends on the absolute coefficient differences).
+
+    Args:
+        sources: (B, S, H, W) or a sequence of S tensors (B, H, W).
+        fused: (B, H, W) or (B, 1, H, W); at least 4 px along each axis.
+
+    Returns:
+        (B,) float64; NaN for images without detail (0/0).
+    """
+    fm._check_convention(convention)
+    f, src = _prepare(sources, fused)
+    if min(f.shape[1:]) < 4:
+        raise ValueError(f"Q_M needs images of at least 4 px (2 levels), got {tuple(f.shape)}")
+    b, s = src.shape[:2]
+    x = _grey(torch.cat([src, f.unsqueeze(1)], 1), convention, fm._check_range(data_range), False)
+    x = x.flatten(0, 1)  # (B (S+1), H, W)
+    out = torch.ones(b, dtype=x.dtype, device=x.device)
+    for exponent in (2.0 / 3.0, 1.0 / 3.0):
+        x, bands = _haar_level(x)
+        bands = [band.view(b, s + 1, *band.shape[1:]) for band in bands]
+        strength = sum(band[:, :s].square() for band in bands)  # (B, S, h, w)
+        keep = sum(torch.exp(-(band[:, :s] - band[:, s:]).abs()) for band in bands)
+        q = (keep * strength).flatten(1).sum(1) / strength.flatten(1).sum(1)
+        out = out * q.pow(exponent)
+    return out.double()
 
 
 _NABF_PARAMS = {"Td": 2.0, "Lg": 1.5, "Nrg": 0.9999, "kg": 19.0, "sg": 0.5, "Nra": 0.9995,
