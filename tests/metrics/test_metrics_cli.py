@@ -68,7 +68,7 @@ def test_evaluate_fusion_metrics_all_and_chosen(fusion_dirs, tmp_path, capsys):
     out = tmp_path / "all.csv"
     assert main([*args, "--metrics", "all", "-o", str(out)]) == 0
     rows = _read_csv(out)
-    assert rows[0] == ["image", *ALL_FUSION_METRICS] and len(rows[0]) - 1 == 35
+    assert rows[0] == ["image", *ALL_FUSION_METRICS] and len(rows[0]) - 1 == 38
     values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
     assert np.isfinite(values).all()
     ms = values[:3, rows[0].index("MS-SSIM") - 1]

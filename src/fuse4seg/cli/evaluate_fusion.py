@@ -20,7 +20,7 @@ from fuse4seg.errors import ConfigError, Fuse4SegError, InputError
 
 __all__ = ["HELP", "add_arguments", "run", "pair_files", "parse_metrics", "CSV_COLUMNS"]
 
-HELP = "score fused images (EN, SD, ..., PSNR; --metrics all: 35 metrics)"
+HELP = "score fused images (EN, SD, ..., PSNR; --metrics all: 38 metrics)"
 #: CSV columns of the default set: the reference evaluator's ten metrics (the fast path).
 CSV_COLUMNS = ("image", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR")
 #: Columns left empty (NaN) where an image is too small for them (MS-SSIM: 176 px,
@@ -31,7 +31,7 @@ _OPTIONAL = ("MS-SSIM", "MEF-SSIM")
 def parse_metrics(spec: str) -> list[str]:
     """Metric names from ``--metrics``: a comma-separated list of names (any case) and the
     groups ``default`` (the reference evaluator's ten), ``extra`` (FMI, MS-SSIM),
-    ``literature`` (the 23 further metrics) and ``all``; duplicates are dropped."""
+    ``literature`` (the 26 further metrics) and ``all``; duplicates are dropped."""
     from fuse4seg.metrics import (
         ALL_FUSION_METRICS,
         EXTRA_FUSION_METRICS,
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Qabf, SSIM, PSNR: the reference evaluator's ten, compiled fast path, about 10 ms "
         "CPU per 256x256 image with reading), extra (FMI, MS-SSIM), literature (CE, EI, RMSE, "
         "MSE, CC, NMI, TE, Qncie, Qsf, Qs, Qw, Qe, Qc, Qy, Qcv, Qcb, Nabf, Labf, Qp, Qm, "
-        "MEF-SSIM, FMI_w, FMI_dct), all (the 35). "
+        "MEF-SSIM, FMI_w, FMI_dct, FMI_pixel, FMI_g, FMI_edge), all (the 38). "
         "Lower is better for CE, RMSE, MSE, Qcv, Nabf, Labf; Qsf is best at 0. See "
         "docs/metrics.md. Default: default.",
     )
@@ -93,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="per-source metrics summed or averaged over the two sources: default = as each "
         "metric's defining code (MI, VIF, SSIM, FMI, MS-SSIM, NMI, TE summed as in the "
-        "reference evaluator and MEFB; CE, RMSE, MSE, CC averaged as in VIFB, FMI_w, FMI_dct "
-        "as in fmi.m); mean gives "
+        "reference evaluator and MEFB; CE, RMSE, MSE, CC averaged as in VIFB, the windowed "
+        "FMI_w, FMI_dct, FMI_pixel, FMI_g, FMI_edge as in fmi.m); mean gives "
         "e.g. TDFusion's SSIM and VIF. Default: default.",
     )
     parser.add_argument("-o", "--output", type=Path, help="write per-image values to this CSV")

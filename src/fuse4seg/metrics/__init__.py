@@ -80,7 +80,15 @@ from fuse4seg.metrics.segmentation import (
     hd95,
     slice_dice,
 )
-from fuse4seg.metrics.windowed_fmi import FMI_FEATURES, fmi_dct, fmi_wavelet, fmi_windowed
+from fuse4seg.metrics.windowed_fmi import (
+    FMI_FEATURES,
+    fmi_dct,
+    fmi_edge,
+    fmi_gradient,
+    fmi_pixel,
+    fmi_wavelet,
+    fmi_windowed,
+)
 
 __all__ = [
     "CONVENTIONS",
@@ -131,6 +139,9 @@ __all__ = [
     "fmi_windowed",
     "fmi_wavelet",
     "fmi_dct",
+    "fmi_gradient",
+    "fmi_edge",
+    "fmi_pixel",
     "FMI_FEATURES",
     "IMAGE_SUFFIXES",
     "read_gray_reference",

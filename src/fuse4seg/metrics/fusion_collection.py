@@ -39,6 +39,7 @@ EXTRA_FUSION_METRICS: tuple[str, ...] = ("FMI", "MS-SSIM")
 LITERATURE_FUSION_METRICS: tuple[str, ...] = (
     "CE", "EI", "RMSE", "MSE", "CC", "NMI", "TE", "Qncie", "Qsf", "Qs", "Qw", "Qe",
     "Qc", "Qy", "Qcv", "Qcb", "Nabf", "Labf", "Qp", "Qm", "MEF-SSIM", "FMI_w", "FMI_dct",
+    "FMI_pixel", "FMI_g", "FMI_edge",
 )  # fmt: skip
 #: Every metric, in the column order of ``evaluate-fusion --metrics all``.
 ALL_FUSION_METRICS: tuple[str, ...] = (
@@ -50,7 +51,9 @@ ALL_FUSION_METRICS: tuple[str, ...] = (
 SUMMED_OVER_SOURCES: frozenset[str] = frozenset(
     {"MI", "VIF", "SSIM", "FMI", "MS-SSIM", "NMI", "TE"}
 )
-AVERAGED_OVER_SOURCES: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "CC", "FMI_w", "FMI_dct"})
+AVERAGED_OVER_SOURCES: frozenset[str] = frozenset(
+    {"CE", "RMSE", "MSE", "CC", "FMI_w", "FMI_dct", "FMI_pixel", "FMI_g", "FMI_edge"}
+)
 OVER_SOURCES: tuple[str, ...] = ("default", "sum", "mean")
 #: Metrics for which a smaller value is better (Qsf: closer to 0 is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"CE", "RMSE", "MSE", "Qcv", "Nabf", "Labf"})
@@ -95,6 +98,9 @@ def _table(convention: str, data_range: float) -> dict[str, Callable]:
         "MEF-SSIM": lambda s, f: mef_ssim(s, f, c, r),
         "FMI_w": lambda s, f: fmi_windowed(s, f, "wavelet", c),
         "FMI_dct": lambda s, f: fmi_windowed(s, f, "dct", c),
+        "FMI_pixel": lambda s, f: fmi_windowed(s, f, "none", c),
+        "FMI_g": lambda s, f: fmi_windowed(s, f, "gradient", c),
+        "FMI_edge": lambda s, f: fmi_windowed(s, f, "edge", c),
     }
 
 

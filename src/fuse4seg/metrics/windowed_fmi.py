@@ -1,4 +1,5 @@
-"""Haghighat's windowed feature mutual information (FMI) on wavelet, DCT or pixel features.
+"""Haghighat's windowed feature mutual information (FMI) on wavelet, DCT, gradient, edge or
+pixel features.
 
 The metric of Haghighat, Aghagolzadeh & Seyedarabi (2011) as computed by the authors' Fast-FMI
 code (Haghighat & Razian 2014, ``fmi.m``, shipped with MEFB as ``metricsFMI.m``). Features of
@@ -26,11 +27,21 @@ import torch.nn.functional as F
 
 from fuse4seg.metrics import fusion as fm
 
-__all__ = ["FMI_FEATURES", "fmi_windowed", "fmi_wavelet", "fmi_dct"]
+__all__ = [
+    "FMI_FEATURES",
+    "fmi_windowed",
+    "fmi_wavelet",
+    "fmi_dct",
+    "fmi_gradient",
+    "fmi_edge",
+    "fmi_pixel",
+    "matlab_gradient_x",
+    "matlab_edge_sobel",
+]
 
-#: Feature extractions of ``fmi.m`` implemented here (its 'gradient' and 'edge' are not).
-FMI_FEATURES: tuple[str, ...] = ("wavelet", "dct", "none")
-Feature = Literal["wavelet", "dct", "none"]
+#: The feature extractions of ``fmi.m``, all implemented here.
+FMI_FEATURES: tuple[str, ...] = ("wavelet", "dct", "gradient", "edge", "none")
+Feature = Literal["wavelet", "dct", "gradient", "edge", "none"]
 
 # MATLAB Wavelet Toolbox's discrete Meyer scaling filter (``dmey.mat``, 102 taps: symmetric
 # about tap 50, the last tap 0). ``fmi.m`` decomposes with it (``dwt2(x, 'dmey')``); PyWavelets'
@@ -116,6 +127,57 @@ def _dct_matrix(n: int, dtype, device) -> torch.Tensor:
     return d.to(dtype=dtype, device=device)
 
 
+def matlab_gradient_x(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``gradient(x)`` with one output, the derivative along the columns (dim 2 of
+    an H x W matrix): (x[:, j+1] - x[:, j-1]) / 2 inside, one-sided differences x[:, 1] -
+    x[:, 0] and x[:, W-1] - x[:, W-2] on the first and last column, zeros if W == 1.
+    (..., H, W) -> (..., H, W)."""
+    out = torch.zeros_like(x)
+    if x.shape[-1] > 1:
+        out[..., 0] = x[..., 1] - x[..., 0]
+        out[..., -1] = x[..., -1] - x[..., -2]
+    if x.shape[-1] > 2:
+        out[..., 1:-1] = (x[..., 2:] - x[..., :-2]) / 2
+    return out
+
+
+_HUNDRED_EPS = 100 * 2.220446049250313e-16  # MATLAB's 100*eps (double) in edge's thinning
+
+
+def matlab_edge_sobel(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``edge(x)`` (= ``edge(x, 'sobel')``: automatic threshold, direction 'both',
+    thinning) for floating-point x, as 0/1 floats. (N, H, W) -> (N, H, W).
+
+    Steps of the Image Processing Toolbox (``edge.m``, its portable code-generation path):
+    bx, by = ``imfilter(x, op', 'replicate')``, ``imfilter(x, op, 'replicate')`` with
+    op = ``fspecial('sobel') / 8`` = [1 2 1; 0 0 0; -1 -2 -1] / 8 (correlation);
+    b = bx² + by²; cutoff = 4 · mean(b) (threshold sqrt(cutoff)); a pixel is an edge where
+    b > cutoff and either (|bx| >= |by| - 100 eps and b(r, c-1) <= b(r, c) > b(r, c+1)) or
+    (|by| >= |bx| - 100 eps and b(r-1, c) <= b(r, c) > b(r+1, c)); a neighbour outside the
+    image passes its test.
+    """
+    pad = F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)  # (N, H+2, W+2)
+    h, w = x.shape[-2:]
+
+    def at(di: int, dj: int) -> torch.Tensor:  # pad shifted by (di, dj) in {-1, 0, 1}
+        return pad[:, 1 + di : 1 + di + h, 1 + dj : 1 + dj + w]
+
+    bx = (at(-1, -1) + 2 * at(0, -1) + at(1, -1) - at(-1, 1) - 2 * at(0, 1) - at(1, 1)) / 8
+    by = (at(-1, -1) + 2 * at(-1, 0) + at(-1, 1) - at(1, -1) - 2 * at(1, 0) - at(1, 1)) / 8
+    b = bx * bx + by * by
+    cutoff = (4 * b.flatten(1).sum(1) / (h * w)).view(-1, 1, 1)
+    yes = torch.ones_like(b, dtype=torch.bool)
+    left, right, up, down = yes.clone(), yes.clone(), yes.clone(), yes.clone()
+    left[..., 1:] = b[..., :-1] <= b[..., 1:]  # b(r, c-1) <= b(r, c)
+    right[..., :-1] = b[..., :-1] > b[..., 1:]  # b(r, c) > b(r, c+1)
+    up[..., 1:, :] = b[..., :-1, :] <= b[..., 1:, :]
+    down[..., :-1, :] = b[..., :-1, :] > b[..., 1:, :]
+    ax, ay = bx.abs(), by.abs()
+    across_columns = (ax >= ay - _HUNDRED_EPS) & left & right
+    across_rows = (ay >= ax - _HUNDRED_EPS) & up & down
+    return ((b > cutoff) & (across_columns | across_rows)).to(x.dtype)
+
+
 def _features(x: torch.Tensor, feature: str) -> torch.Tensor:
     """Feature images of ``fmi.m``: (N, H, W) -> (N, H', W')."""
     if feature == "wavelet":
@@ -123,6 +185,10 @@ def _features(x: torch.Tensor, feature: str) -> torch.Tensor:
     if feature == "dct":
         h, w = x.shape[1:]
         return _dct_matrix(h, x.dtype, x.device) @ x @ _dct_matrix(w, x.dtype, x.device).T
+    if feature == "gradient":
+        return matlab_gradient_x(x)
+    if feature == "edge":
+        return matlab_edge_sobel(x)
     return x
 
 
@@ -207,24 +273,29 @@ def fmi_windowed(
 
     Features: ``"wavelet"`` (MATLAB ``dwt2(x, 'dmey')``, mode 'sym', sub-bands tiled as
     ``[cA, cH; cV, cD]`` and min-max rescaled per image: FMI_w), ``"dct"`` (orthonormal 2D
-    DCT-II of the whole image, MATLAB ``dct2``: FMI_dct) or ``"none"`` (the pixels). In every
+    DCT-II of the whole image, MATLAB ``dct2``: FMI_dct), ``"gradient"`` (MATLAB
+    ``gradient(x)``, the horizontal derivative only: :func:`matlab_gradient_x`, FMI_g),
+    ``"edge"`` (MATLAB's binary Sobel edge map ``edge(x)``: :func:`matlab_edge_sobel`,
+    FMI_edge) or ``"none"`` (the pixels: FMI_pixel). In every
     'valid' ``window x window`` window of the feature images, ``fmi.m`` scores a source against
     F with the normalised MI of Nelsen's joint distribution (see the module docstring); a
     window whose raw source and F features are identical scores 1. The per-source map is
     averaged over the windows; the sources are averaged (``fmi.m``: (FMI_AF + FMI_BF) / 2) or
     summed (``reduction="sum"``).
 
-    The value is invariant to a common positive scaling of the images, so there is no data
-    range. ``convention``: ``"reference"`` reproduces a quirk of ``fmi.m``: F's window is
-    overwritten by its normalised version as soon as one source differs from it, so later
+    There is no data range: ``"standard"`` values are invariant to a common positive scaling
+    of the images. ``convention``: ``"reference"`` reproduces a quirk of ``fmi.m``: F's window
+    is overwritten by its normalised version as soon as one source differs from it, so later
     sources are tested for identity against the normalised F (e.g. a flat background window
-    in both B and F then scores 0 instead of 1). ``"standard"`` tests every source against the
-    raw F window.
+    in both B and F then scores 0 instead of 1). As a raw B window of values in [0, 1] can
+    equal that normalised window, ``"reference"`` pixel and gradient values depend on the
+    scale; ``fmi.m`` and MEFB see grey levels 0-255, which is what ``evaluate-fusion`` passes.
+    ``"standard"`` tests every source against the raw F window.
 
     Args:
         sources: (B, S, H, W) or a sequence of S tensors (B, H, W).
         fused: (B, H, W) or (B, 1, H, W).
-        feature: "wavelet", "dct" or "none".
+        feature: "wavelet", "dct", "gradient", "edge" or "none".
         convention: "reference" or "standard" (see above).
         window: odd window size (3 in ``fmi.m``).
         reduction: "mean" (``fmi.m``) or "sum" over the sources.
@@ -292,3 +363,35 @@ def fmi_dct(
 ) -> torch.Tensor:
     """FMI_dct: :func:`fmi_windowed` on 2D DCT features, (B,) float64."""
     return fmi_windowed(sources, fused, "dct", convention, reduction=reduction)
+
+
+def fmi_gradient(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    convention: fm.Convention = "reference",
+    reduction: Literal["sum", "mean"] = "mean",
+) -> torch.Tensor:
+    """FMI_g: :func:`fmi_windowed` on ``fmi.m``'s gradient features (MATLAB ``gradient``,
+    horizontal derivative), (B,) float64."""
+    return fmi_windowed(sources, fused, "gradient", convention, reduction=reduction)
+
+
+def fmi_edge(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    convention: fm.Convention = "reference",
+    reduction: Literal["sum", "mean"] = "mean",
+) -> torch.Tensor:
+    """FMI_edge: :func:`fmi_windowed` on MATLAB's binary Sobel edge maps, (B,) float64."""
+    return fmi_windowed(sources, fused, "edge", convention, reduction=reduction)
+
+
+def fmi_pixel(
+    sources: torch.Tensor | Sequence[torch.Tensor],
+    fused: torch.Tensor,
+    convention: fm.Convention = "reference",
+    reduction: Literal["sum", "mean"] = "mean",
+) -> torch.Tensor:
+    """FMI_pixel: :func:`fmi_windowed` on the pixels (``fmi.m`` feature 'none'), (B,)
+    float64."""
+    return fmi_windowed(sources, fused, "none", convention, reduction=reduction)
