@@ -70,6 +70,17 @@ def test_kernels_match_tensor_code_reference(monkeypatch, n_src):
     _close(fast, slow, KERNEL_TOLERANCE)
 
 
+@pytest.mark.parametrize("shape", [(2, 45, 131), (1, 97, 83)])
+def test_kernels_match_tensor_code_odd_sizes(monkeypatch, shape):
+    """Sizes that leave a short last band (VIF, SSIM, Qabf work in bands of rows) and an odd
+    number of filtered rows (VIF filters two rows at a time)."""
+    src = torch.stack([_smooth(s, shape) for s in range(2)], 1)
+    fused = src.amax(1)
+    names = list(KERNEL_TOLERANCE)
+    fast, slow = _both(monkeypatch, lambda: compute_fusion_metrics(src, fused, metrics=names))
+    _close(fast, slow, KERNEL_TOLERANCE)
+
+
 def test_kernels_match_tensor_code_standard_float_data(monkeypatch):
     src = torch.stack([_smooth(s, (2, 60, 64), integer=False) / 255 for s in (3, 4)], 1)
     fused = 0.6 * src[:, 0] + 0.4 * src[:, 1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from typing import Literal
 
@@ -105,7 +106,7 @@ def as_fused(x: torch.Tensor, spatial_dims: int = 2, native: bool = False) -> to
 
 
 def _is_native(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    return x.is_cpu and x.dtype in (torch.float32, torch.float64)
 
 
 def as_sources(
@@ -179,6 +180,25 @@ def _levels_compiled(x: torch.Tensor, convention: str, data_range: float) -> np.
     out = np.empty(arr.shape, dtype=np.uint8)
     _kernels.grey_levels(arr, scale, out)
     return out
+
+
+class _Scratch(threading.local):
+    """Scratch memory of the compiled kernels: one growing 1D buffer per dtype and thread,
+    kept between calls (it holds no results; see "Scratch memory" in ``_kernels.py``)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[np.dtype, np.ndarray] = {}
+
+    def get(self, n: int, dtype=np.float64) -> np.ndarray:
+        """An uninitialised array (n,) of ``dtype``, valid until the thread's next ``get``."""
+        dtype = np.dtype(dtype)
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.size < n:
+            buf = self.buffers[dtype] = np.empty(n, dtype=dtype)
+        return buf[:n]
+
+
+_SCRATCH = _Scratch()
 
 
 def _arrays(x: torch.Tensor) -> list[np.ndarray]:
@@ -342,9 +362,10 @@ def mutual_information(
     if _use_kernels(f):
         lf = _levels_compiled(f, convention, data_range)
         bits = convention == "standard"
+        joint = _SCRATCH.get(_LEVELS**2, np.int64).reshape(_LEVELS, _LEVELS)
         values = [
             sum(
-                _kernels.mutual_information_of_levels(ls, lf[i], bits)
+                _kernels.mutual_information_of_levels(ls, lf[i], bits, joint)
                 for ls in _levels_compiled(src[i], convention, data_range)
             )
             for i in range(f.shape[0])
@@ -485,6 +506,8 @@ def _vif_windows() -> tuple[np.ndarray, np.ndarray]:
     taps = np.zeros((4, int(sizes[0])))
     for i, size in enumerate(sizes):
         taps[i, :size] = matlab_gaussian_1d(int(size), size / 5.0).numpy()
+    if not np.array_equal(taps[0], taps[0, ::-1]):  # the 17-tap kernel sums symmetric pairs
+        raise RuntimeError("VIF's 17-tap Gaussian window is not symmetric")
     return taps, sizes
 
 
@@ -493,8 +516,9 @@ def _vif_compiled(src: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     taps, sizes = _vif_windows()
     ss, fs = _arrays(src), _arrays(f)
     out = torch.empty(f.shape[0], dtype=torch.float64)
+    work = _SCRATCH.get(_kernels.vif_work_size(*src.shape[1:]))
     for i in range(f.shape[0]):
-        num, den = _kernels.vif_num_den(ss[i], fs[i], taps, sizes, _VIF_SIGMA_NSQ, _VIF_EPS)
+        num, den = _kernels.vif_num_den(ss[i], fs[i], taps, sizes, _VIF_SIGMA_NSQ, _VIF_EPS, work)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = num / den
         out[i] = float(np.where(np.isnan(ratio), 1.0, ratio).sum())
@@ -534,10 +558,10 @@ def qabf(
         src, f = src.float(), f.float()
     else:
         src, f = src.to(_work_dtype(f.device)), f.to(_work_dtype(f.device))
+    if use_kernels:
+        return _qabf_compiled(src, f, convention == "reference")
     b, n_src = src.shape[:2]
     x = torch.cat([src, f.unsqueeze(1)], 1)  # (B, S+1, H, W): all Sobel responses at once
-    if use_kernels:
-        return _qabf_compiled(x, convention == "reference")
     g, g2, ang = (t.view(x.shape) for t in _gradient_angle(x.flatten(0, 1)))
     g_s, g2_s, a_s = g[:, :n_src], g2[:, :n_src], ang[:, :n_src]
     g_f, g2_f, a_f = g[:, n_src:], g2[:, n_src:], ang[:, n_src:]
@@ -557,27 +581,50 @@ def qabf(
     return nume / deno
 
 
-def _qabf_compiled(x: torch.Tensor, quirk: bool) -> torch.Tensor:
-    """Qabf of a CPU stack (B, S+1, H, W) (sources, then fused) with the kernels.
+_QABF_BAND = 64  # image rows per pass: its temporaries stay in the L2 cache
 
-    Same arithmetic as the tensor code, in the dtype of ``x``; the arctangent and the
+
+def _qabf_compiled(src: torch.Tensor, f: torch.Tensor, quirk: bool) -> torch.Tensor:
+    """Qabf of CPU sources (B, S, H, W) and fused images (B, H, W) of one dtype, with the
+    kernels, in bands of ``_QABF_BAND`` rows.
+
+    Same arithmetic as the tensor code, in the dtype of the images; the arctangent and the
     exponentials are NumPy's vectorised ones (as in the reference evaluator).
     """
-    dtype = x.numpy().dtype
-    n_src = x.shape[1] - 1
+    sources, fused = src.detach().numpy(), f.detach().numpy()
+    dtype = fused.dtype
+    b, n_src, h, w = sources.shape
     consts = np.array([1.0, 0.5, 0.8, -15.0, -22.0, math.pi / 2], dtype=dtype)
-    c_g, c_a = dtype.type(0.9994), dtype.type(0.9879)
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1)).numpy()
-    shape = x.shape[1:]
-    out = torch.empty(x.shape[0], dtype=torch.float64)
-    g, g2, angle = (np.empty(shape, dtype=dtype) for _ in range(3))
-    e = np.empty((2, n_src, *shape[1:]), dtype=dtype)
-    for i in range(x.shape[0]):
-        _kernels.sobel_gradients(padded[i], dtype.type(2.0), g, g2, angle)
-        np.arctan(angle, out=angle)
-        _kernels.qabf_exponents(g, g2, angle, n_src, quirk, consts, e)
-        np.exp(e, out=e)
-        out[i] = _kernels.qabf_sums(g, e, n_src, c_g, c_a)
+    c_g, c_a, two = dtype.type(0.9994), dtype.type(0.9879), dtype.type(2.0)
+    out = torch.empty(b, dtype=torch.float64)
+    sums = np.empty(2)  # sum of Q_sF g_s and of g_s
+    band = min(_QABF_BAND, h)
+    n_work = (n_src + 1) * ((band + 2) * (w + 2) + 3 * band * w) + 2 * n_src * band * w
+    work = _SCRATCH.get(n_work, dtype)
+
+    def buffers(rows: int) -> list[np.ndarray]:
+        """padded (S+1, R+2, W+2); g, g2, angle (S+1, R, W); e (2, S, R, W), from ``work``."""
+        shapes = [(n_src + 1, rows + 2, w + 2)] + [(n_src + 1, rows, w)] * 3 + [(2, n_src, rows, w)]
+        views, start = [], 0
+        for shape in shapes:
+            views.append(work[start : start + math.prod(shape)].reshape(shape))
+            start += math.prod(shape)
+        return views
+
+    full = buffers(band)
+    for i in range(b):
+        sums[:] = 0.0
+        for r0 in range(0, h, band):
+            rows = min(band, h - r0)  # the last band may be shorter
+            padded, g, g2, angle, e = full if rows == band else buffers(rows)
+            _kernels.qabf_pad_band(sources[i], fused[i], r0, padded)  # zero border
+            _kernels.sobel_gradients(padded, two, g, g2, angle)
+            np.arctan(angle, out=angle)
+            _kernels.qabf_exponents(g, g2, angle, n_src, quirk, consts, e)
+            np.exp(e, out=e)
+            _kernels.qabf_sums(g, e, n_src, c_g, c_a, sums)
+        nume, deno = float(sums[0]), float(sums[1])
+        out[i] = nume / deno if deno != 0.0 else math.nan  # no edges at all: 0 / 0
     return out
 
 
@@ -622,8 +669,9 @@ def _ssim_reference_compiled(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Reference SSIM of float32 CPU ``x`` (B, H, W) against ``y`` (B, S, H, W) -> (B, S)."""
     c = np.float32
     consts = (c(49.0 / 48.0), c((0.01 * 2.0) ** 2), c((0.03 * 2.0) ** 2))
+    work = _SCRATCH.get(_kernels.ssim_work_size(*y.shape[1:]), np.float32)
     rows = [
-        _kernels.ssim_reference_means(xi, yi, *consts)
+        _kernels.ssim_reference_means(xi, yi, *consts, work)
         for xi, yi in zip(_arrays(x), _arrays(y), strict=True)
     ]
     return torch.from_numpy(np.stack(rows))
