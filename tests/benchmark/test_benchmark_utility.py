@@ -111,3 +111,69 @@ def test_utility_errors_and_cli(store_and_models, tmp_path, capsys):
     assert main([*bad, str(lead_path), "--rules", "--fusion-models", str(lead_path),
                  "--names", "a", "b", "--device", "cpu"]) == 2  # fmt: skip
     assert "--names gives 2 names for 1 models" in capsys.readouterr().err
+
+
+def test_fused_folder_of_an_external_method(store_and_models, tmp_path, capsys):
+    """Fused PNG slices named as `export brats-fuse` names them score exactly like the rule
+    that made them, quantised to 8 bits as the PNG files are."""
+    import shutil
+
+    from fuse4seg.benchmark.utility import FusedFolder, task_utility
+    from fuse4seg.data import PreparedStore
+    from fuse4seg.errors import InputError
+    from fuse4seg.fusion_rules import apply_fusion_rule
+    from fuse4seg.models.model_file import load_model_file
+
+    prep, avg_path, _ = store_and_models
+    exp = tmp_path / "exp"
+    assert main(["export", "brats-fuse", "-i", str(prep), "-o", str(exp), "--rule", "max"]) == 0
+    method = tmp_path / "method"  # an external method writes its slices into one folder
+    method.mkdir()
+    for png in exp.glob("*/fused/max/t1ce+flair/*.png"):
+        shutil.copy(png, method / png.name)
+    store = PreparedStore(prep).fold(0)
+    ids = store.case_ids("val")
+
+    def max_8bit(x):
+        return torch.round(apply_fusion_rule("max", x).clamp(0, 1) * 255) / 255
+
+    avg = load_model_file(avg_path)
+    res = task_utility({"folder": FusedFolder(method), "rule": max_8bit}, avg, store, ids,
+                       log=None)  # fmt: skip
+    by = {(r["fuser"], r["case"]): r["Dice_mean"] for r in res["rows"]}
+    for cid in ids:
+        assert by[("folder", cid)] == by[("rule", cid)]
+    # adaptation reads the training cases' slices from the folder the same way
+    kw = dict(adapt_steps=2, train_ids=store.case_ids("train"), seed=3, log=None)
+    a = task_utility({"f": FusedFolder(method)}, avg, store, ids, **kw)["rows"]
+    b = task_utility({"f": max_8bit}, avg, store, ids, **kw)["rows"]
+    assert [r["Dice_mean"] for r in a] == [r["Dice_mean"] for r in b]
+    # errors: no such folder, no slice files, one slice twice, wrong size, a missing case
+    with pytest.raises(InputError, match="not found"):
+        FusedFolder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no fused slices"):
+        FusedFolder(tmp_path / "empty")
+    with pytest.raises(InputError, match="two fused images"):
+        FusedFolder(exp)  # modality and fused slices share their names
+    one = sorted(method.glob("*.png"))[0]
+    small = tmp_path / "small"
+    small.mkdir()
+    from fuse4seg.inference.image_io import write_grey_png
+
+    write_grey_png(small / one.name, np.zeros((8, 8)))
+    case = one.name.rsplit("_z", 1)[0]
+    with pytest.raises(InputError, match="store's slices"):
+        FusedFolder(small).slices(case, [int(one.stem.rsplit("_z", 1)[1])], (40, 40))
+    with pytest.raises(InputError, match="no fused slice of case"):
+        FusedFolder(small).slices("other_case", [0], (40, 40))
+    # CLI: NAME=DIR, and a bad folder is a one-line error with exit 2
+    out = tmp_path / "util"
+    args = ["benchmark", "utility", "-i", str(prep), "-o", str(out), "--follower", str(avg_path),
+            "--rules", "--fold", "0", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--fused-folders", f"ext={method}"]) == 0
+    assert "| ext |" in (out / "utility.md").read_text()
+    capsys.readouterr()
+    assert main([*args[:5], str(tmp_path / "u2"), *args[6:], "--fused-folders", str(exp)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "two fused images" in err[0]

@@ -16,6 +16,11 @@ whose image is good but looks unlike the follower's training input is penalised.
 training cases (same steps, seed and slices for every fuser), which removes most of that bias
 at the cost of a short training per fuser; a follower trained from scratch on each fuser is
 ``fuse4seg benchmark seg --methods rule-<name> ...``.
+
+An external fusion method plugs in through its output folder (:class:`FusedFolder`): grey
+slices named ``<case>_zNNN.png`` anywhere under one folder, at the store's slice size, which
+is what the method writes when it fuses the modality PNGs of ``fuse4seg export brats-fuse``
+run on the same prepared store (slice ``z`` of the store's case).
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from fuse4seg.errors import ConfigError, InputError
 from fuse4seg.io.atomic import atomic_path
 from fuse4seg.metrics.segmentation import dice_scores
 
-__all__ = ["UTILITY_CLASSES", "Fuser", "task_utility", "rule_fuser", "model_fuser"]
+__all__ = [
+    "UTILITY_CLASSES",
+    "Fuser",
+    "FusedFolder",
+    "task_utility",
+    "rule_fuser",
+    "model_fuser",
+]
 
 #: canonical classes scored (label -> name)
 UTILITY_CLASSES: dict[int, str] = {1: "NCR", 2: "ED", 3: "ET"}
@@ -66,6 +78,86 @@ def model_fuser(model: nn.Module) -> Fuser:
     return run
 
 
+class FusedFolder:
+    """Fused slices written by an external fusion method.
+
+    Every file ``<case>_zNNN.<png|tif|...>`` under ``root`` (any depth) is slice ``NNN`` of
+    store case ``<case>``: ``(H, W)`` grey in [0, 1] (8- or 16-bit), at the store's slice
+    size. A slice missing from the folder counts as an empty (zero) image, the way `export
+    brats-fuse --slices brain` leaves out slices without brain; a case with no slice at all is
+    an error.
+
+    Raises:
+        InputError: ``root`` is not a folder, holds no such file, or names one slice twice.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        from fuse4seg.inference.image_io import image_stem, is_image_file
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(self.root, "fused-image folder not found")
+        self._paths: dict[tuple[str, int], Path] = {}
+        for path in sorted(self.root.rglob("*_z*")):
+            case, sep, z = image_stem(path).rpartition("_z")
+            if not (sep and case and z.isdigit() and path.is_file() and is_image_file(path)):
+                continue
+            other = self._paths.setdefault((case, int(z)), path)
+            if other != path:
+                raise InputError(
+                    self.root,
+                    f"two fused images of {case} slice {int(z)} ({other.relative_to(self.root)}"
+                    f", {path.relative_to(self.root)}): give one method's folder",
+                )
+        if not self._paths:
+            raise InputError(self.root, "no fused slices named <case>_zNNN.png in the folder")
+
+    def slices(self, case_id: str, zs: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+        """Fused slices ``zs`` of ``case_id`` as ``(len(zs), 1, H, W)`` float32 in [0, 1]."""
+        from fuse4seg.inference.image_io import read_image
+
+        if not any(c == case_id for c, _ in self._paths):
+            raise InputError(self.root, f"no fused slice of case {case_id}")
+        out = np.zeros((len(zs), 1, *shape), dtype=np.float32)
+        for k, z in enumerate(zs):
+            path = self._paths.get((case_id, int(z)))
+            if path is None:
+                continue
+            pixels = read_image(path).pixels
+            if pixels.shape != tuple(shape):
+                raise InputError(
+                    path,
+                    f"fused image is {pixels.shape}, the store's slices are {tuple(shape)} "
+                    "(grey, at the store's size)",
+                )
+            out[k, 0] = pixels
+        return out
+
+    def count(self, case_id: str) -> int:
+        """Number of fused slices of ``case_id`` in the folder."""
+        return sum(c == case_id for c, _ in self._paths)
+
+
+#: ``(case, slice indices, (D, M, H, W) volume rows of those slices, device)`` ->
+#: ``(b, 1, H, W)`` fused images in [0, 1]
+_FusedOf = Callable[[str, Sequence[int], np.ndarray, torch.device], torch.Tensor]
+
+
+def _fused_of(fuser: Fuser | FusedFolder) -> _FusedOf:
+    """One way to get fused slices from a fuser (it fuses the sources) or a folder (read)."""
+    if isinstance(fuser, FusedFolder):
+
+        def read(cid: str, zs: Sequence[int], x: np.ndarray, dev: torch.device) -> torch.Tensor:
+            return torch.from_numpy(fuser.slices(cid, zs, tuple(x.shape[-2:]))).to(dev)
+
+        return read
+
+    def fuse(cid: str, zs: Sequence[int], x: np.ndarray, dev: torch.device) -> torch.Tensor:
+        return fuser(torch.from_numpy(np.ascontiguousarray(x)).float().to(dev))
+
+    return fuse
+
+
 def _follower_of(model: nn.Module) -> nn.Module:
     """The single-channel segmentation network of a trained model."""
     seg = getattr(model, "seg_net", None)
@@ -85,13 +177,18 @@ def _follower_of(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _segment_volume(
-    fuser: Fuser, follower: nn.Module, volume: np.ndarray, device: torch.device, batch: int
+    fused_of: _FusedOf,
+    cid: str,
+    follower: nn.Module,
+    volume: np.ndarray,
+    device: torch.device,
+    batch: int,
 ) -> np.ndarray:
-    """``volume (D, M, H, W)`` -> canonical labels ``(D, H, W)`` (uint8)."""
+    """``volume (D, M, H, W)`` of case ``cid`` -> canonical labels ``(D, H, W)`` (uint8)."""
     out = []
     for i in range(0, volume.shape[0], batch):
-        x = torch.from_numpy(np.ascontiguousarray(volume[i : i + batch])).float().to(device)
-        fused = fuser(x).float().clamp(0.0, 1.0)
+        zs = list(range(i, min(i + batch, volume.shape[0])))
+        fused = fused_of(cid, zs, volume[i : i + batch], device).float().clamp(0.0, 1.0)
         logits = follower(fused)  # the networks pad and crop any size themselves
         out.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
@@ -99,7 +196,7 @@ def _segment_volume(
 
 def _adapt(
     follower: nn.Module,
-    fuser: Fuser,
+    fused_of: _FusedOf,
     store: Any,
     train_ids: Sequence[str],
     steps: int,
@@ -127,7 +224,10 @@ def _adapt(
         x = torch.from_numpy(np.stack([np.asarray(store.image(c))[z] for c, z in picks]))
         y = torch.from_numpy(np.stack([np.asarray(store.label(c))[z] for c, z in picks]))
         with torch.no_grad():
-            fused = fuser(x.float().to(device)).float().clamp(0.0, 1.0)
+            fused = torch.cat(
+                [fused_of(c, [z], x[k : k + 1].numpy(), device) for k, (c, z) in enumerate(picks)]
+            )
+            fused = fused.float().clamp(0.0, 1.0)
         logits = net(fused)
         loss = loss_fn(logits, y.long().to(device))
         opt.zero_grad(set_to_none=True)
@@ -137,7 +237,7 @@ def _adapt(
 
 
 def task_utility(
-    fusers: Mapping[str, Fuser],
+    fusers: Mapping[str, Fuser | FusedFolder],
     follower_model: nn.Module,
     store: Any,
     case_ids: Sequence[str],
@@ -152,7 +252,9 @@ def task_utility(
     """Dice of the reference follower on each fuser's images of ``case_ids``.
 
     Args:
-        fusers: display name -> :data:`Fuser` (``rule_fuser``, ``model_fuser``).
+        fusers: display name -> :data:`Fuser` (``rule_fuser``, ``model_fuser``) or
+            :class:`FusedFolder` (an external method's fused slices; with ``adapt_steps``
+            it must hold the training cases' slices too).
         follower_model: trained model whose ``seg_net`` takes one channel (e.g. the
             ``average`` baseline's model).
         store: prepared store view (``image(cid) (D, M, H, W)`` in [0, 1],
@@ -178,13 +280,14 @@ def task_utility(
     base = _follower_of(follower_model).to(dev).eval()
     rows: list[dict[str, Any]] = []
     for name, fuser in fusers.items():
+        fused_of = _fused_of(fuser)
         follower = base
         if adapt_steps:
-            follower = _adapt(base, fuser, store, train_ids, adapt_steps, dev, seed)
+            follower = _adapt(base, fused_of, store, train_ids, adapt_steps, dev, seed)
         for cid in case_ids:
             volume = np.asarray(store.image(cid), dtype=np.float32)
             ref = np.asarray(store.label(cid))
-            labels = _segment_volume(fuser, follower, volume, dev, batch_size)
+            labels = _segment_volume(fused_of, cid, follower, volume, dev, batch_size)
             scores = dice_scores(labels, ref, {n: (k,) for k, n in UTILITY_CLASSES.items()})
             row = {"fuser": name, "case": cid, **scores}
             row["Dice_mean"] = float(

@@ -320,6 +320,15 @@ def _add_utility(sub) -> None:
         help="trained 2D models whose fusion step is scored (fuse4seg, disjoint, ...)",
     )
     p.add_argument("--names", nargs="+", help="display names of --fusion-models")
+    p.add_argument(
+        "--fused-folders",
+        nargs="*",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="an external method's fused slices: <case>_zNNN.png files under DIR, at the "
+        "store's slice size (what it writes from `fuse4seg export brats-fuse` of the same "
+        "store); NAME= sets the display name (default: the folder's name)",
+    )
     p.add_argument("--fold", type=int, help="score fold i's held-out cases (splits_final.json)")
     p.add_argument(
         "--split",
@@ -528,7 +537,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
 
 
 def _run_utility(args: argparse.Namespace) -> int:
-    from fuse4seg.benchmark.utility import model_fuser, rule_fuser, task_utility
+    from fuse4seg.benchmark.utility import FusedFolder, model_fuser, rule_fuser, task_utility
     from fuse4seg.data import PreparedStore
     from fuse4seg.device import resolve_device
     from fuse4seg.models.model_file import load_model_file
@@ -553,8 +562,15 @@ def _run_utility(args: argparse.Namespace) -> int:
                 f"{store.modalities}"
             )
         fusers[name] = model_fuser(model)
+    for spec in args.fused_folders:
+        name, sep, folder = spec.partition("=")
+        folder = folder if sep else spec
+        name = name if sep else f"folder {Path(folder).name}"
+        if name in fusers:
+            raise ConfigError(f"two fusers named {name!r}: give NAME=DIR")
+        fusers[name] = FusedFolder(folder)
     if not fusers:
-        raise ConfigError("nothing to score: give --rules and/or --fusion-models")
+        raise ConfigError("nothing to score: give --rules, --fusion-models and/or --fused-folders")
     follower = load_model_file(args.follower, device)
     ids = list(store.case_ids(split))
     task_utility(
