@@ -138,21 +138,26 @@ class FusedFolder:
         return sum(c == case_id for c, _ in self._paths)
 
 
-#: ``(case, slice indices, (D, M, H, W) volume rows of those slices, device)`` ->
+#: ``((case, slice) of each image, (b, M, H, W) sources of those slices, device)`` ->
 #: ``(b, 1, H, W)`` fused images in [0, 1]
-_FusedOf = Callable[[str, Sequence[int], np.ndarray, torch.device], torch.Tensor]
+_FusedOf = Callable[[Sequence[tuple[str, int]], np.ndarray, torch.device], torch.Tensor]
 
 
 def _fused_of(fuser: Fuser | FusedFolder) -> _FusedOf:
     """One way to get fused slices from a fuser (it fuses the sources) or a folder (read)."""
     if isinstance(fuser, FusedFolder):
 
-        def read(cid: str, zs: Sequence[int], x: np.ndarray, dev: torch.device) -> torch.Tensor:
-            return torch.from_numpy(fuser.slices(cid, zs, tuple(x.shape[-2:]))).to(dev)
+        def read(
+            picks: Sequence[tuple[str, int]], x: np.ndarray, dev: torch.device
+        ) -> torch.Tensor:
+            shape = tuple(x.shape[-2:])
+            return torch.from_numpy(
+                np.concatenate([fuser.slices(cid, [z], shape) for cid, z in picks])
+            ).to(dev)
 
         return read
 
-    def fuse(cid: str, zs: Sequence[int], x: np.ndarray, dev: torch.device) -> torch.Tensor:
+    def fuse(picks: Sequence[tuple[str, int]], x: np.ndarray, dev: torch.device) -> torch.Tensor:
         return fuser(torch.from_numpy(np.ascontiguousarray(x)).float().to(dev))
 
     return fuse
@@ -187,8 +192,8 @@ def _segment_volume(
     """``volume (D, M, H, W)`` of case ``cid`` -> canonical labels ``(D, H, W)`` (uint8)."""
     out = []
     for i in range(0, volume.shape[0], batch):
-        zs = list(range(i, min(i + batch, volume.shape[0])))
-        fused = fused_of(cid, zs, volume[i : i + batch], device).float().clamp(0.0, 1.0)
+        picks = [(cid, z) for z in range(i, min(i + batch, volume.shape[0]))]
+        fused = fused_of(picks, volume[i : i + batch], device).float().clamp(0.0, 1.0)
         logits = follower(fused)  # the networks pad and crop any size themselves
         out.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
@@ -224,10 +229,7 @@ def _adapt(
         x = torch.from_numpy(np.stack([np.asarray(store.image(c))[z] for c, z in picks]))
         y = torch.from_numpy(np.stack([np.asarray(store.label(c))[z] for c, z in picks]))
         with torch.no_grad():
-            fused = torch.cat(
-                [fused_of(c, [z], x[k : k + 1].numpy(), device) for k, (c, z) in enumerate(picks)]
-            )
-            fused = fused.float().clamp(0.0, 1.0)
+            fused = fused_of(picks, x.numpy(), device).float().clamp(0.0, 1.0)
         logits = net(fused)
         loss = loss_fn(logits, y.long().to(device))
         opt.zero_grad(set_to_none=True)
