@@ -118,7 +118,7 @@ def test_benchmark_with_rmr_model_file(tmp_path):
     assert all(math.isfinite(res["summary"]["clean"][k]) for k in ("Dice_mean", "EN", "FMI"))
 
 
-def test_rmr_adapter_window_option(tmp_path):
+def test_rmr_adapter_window_option(tmp_path, caplog):
     torch.manual_seed(0)
     cfg = RMRTrainConfig(preset="tiny", seg_head="unet", patch_size=(8, 16, 16))
     net = create_rmr_net("tiny", 2, seg_head="unet", patch_size=(8, 16, 16))
@@ -129,7 +129,11 @@ def test_rmr_adapter_window_option(tmp_path):
     f1, l1 = RMRAdapter(model, window=(8, 16, 16), sw_batch_size=4)(images)  # = the patch
     np.testing.assert_allclose(f1, f0, atol=1e-6)
     np.testing.assert_array_equal(l1, l0)
-    f2, l2 = RMRAdapter(model, window=(16, 32, 32))(images)  # one window, larger than the patch
+    assert "differs from the training patch" not in caplog.text
+    with caplog.at_level("WARNING", logger="fuse4seg.benchmark.robustness"):
+        adapter = RMRAdapter(model, window=(16, 32, 32))  # one window, larger than the patch
+    assert "16x32x32 differs from the training patch 8x16x16" in caplog.text
+    f2, l2 = adapter(images)
     assert f2.shape == f0.shape and l2.shape == l0.shape
     with pytest.raises(ValueError, match="window"):
         RMRAdapter(model, window=(8, 16))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ from fuse4seg.degradations import Degradation
 from fuse4seg.errors import Fuse4SegError, InputError
 from fuse4seg.io.atomic import atomic_path
 from fuse4seg.metrics.segmentation import dice_scores
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "VolumeAdapter",
@@ -84,10 +87,16 @@ class VolumeAdapter(Protocol):
 class RMRAdapter:
     """Adapter for an RMR-Fusion model (``fuse4seg.rmr.load_rmr_model``).
 
-    ``window``: sliding-window size ``(d, h, w)`` (default the training patch); a larger
-    window runs the same fully convolutional network over fewer, larger windows (on a CPU a
-    32x128x128 window was 6.7x faster than 16x32x32 windows one at a time).
-    ``sw_batch_size``: windows per forward pass.
+    ``window``: sliding-window size ``(d, h, w)``; default (and the only size that scores the
+    trained network as trained) the training patch. The Swin encoders and the SwinUNETR head
+    are not translation-equivariant across window sizes: their attention windows and the
+    head's bottleneck (1 voxel at a 16x32x32 patch) change with the input size, so another
+    window gives another prediction. Measured on CV fold 2 of the 120x120 store (model of
+    docs/benchmarks.md Run R3, case Brats18_TCIA02_135_1): mean Dice 0.522 with 16x32x32
+    windows, 0.062 with 32x128x128 ones (folds 0 and 1 moved by < 0.01). A window other than
+    the patch logs a warning.
+    ``sw_batch_size``: windows per forward pass (8: the 16x32x32 patch windows of a
+    137x120x120 volume in 38 s on 2 CPU threads).
     """
 
     def __init__(
@@ -95,7 +104,7 @@ class RMRAdapter:
         model: Any,
         overlap: float = 0.25,
         window: Sequence[int] | None = None,
-        sw_batch_size: int = 1,
+        sw_batch_size: int = 8,
     ) -> None:
         self.model = model
         self.modalities = list(model.modalities)
@@ -103,6 +112,15 @@ class RMRAdapter:
         self.window = tuple(int(v) for v in window) if window is not None else None
         if self.window is not None and (len(self.window) != 3 or min(self.window) < 1):
             raise ValueError(f"window must be 3 positive sizes (d, h, w), got {window}")
+        patch = tuple(getattr(model, "patch_size", ()) or ())
+        if self.window is not None and patch and self.window != patch:
+            _LOG.warning(
+                "sliding window %s differs from the training patch %s: the Swin parts of "
+                "RMR-Fusion depend on the window size, so Dice can drop sharply "
+                "(docs/benchmarks.md Run R3)",
+                "x".join(map(str, self.window)),
+                "x".join(map(str, patch)),
+            )
         self.sw_batch_size = int(sw_batch_size)
 
     @classmethod

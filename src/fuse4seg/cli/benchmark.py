@@ -260,8 +260,9 @@ def _add_robustness(sub) -> None:
         type=int,
         nargs=3,
         metavar=("D", "H", "W"),
-        help="3D models: sliding-window size for inference (default the training patch); "
-        "larger windows are faster on a CPU",
+        help="3D models: sliding-window size for inference (default, and the only size that "
+        "scores the model as trained: the training patch; another size warns, see "
+        "docs/benchmarks.md Run R3)",
     )
     p.add_argument(
         "--windows",
@@ -451,7 +452,7 @@ def _robustness_adapter(path: Path, device, window=None):
     model = load_model_file(path, device)  # ModelFileError names the file
     method = getattr(model, "method", None)
     if getattr(model, "spatial_dims", 2) == 3:
-        return RMRAdapter(model, window=window, sw_batch_size=2 if window else 1), method
+        return RMRAdapter(model, window=window, sw_batch_size=2 if window else 8), method
     predictor = Predictor(model, device=device)
     predictor.scale = 1.0  # store slices are already at the training resolution
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
