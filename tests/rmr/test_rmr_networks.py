@@ -106,3 +106,22 @@ def test_pad_to_multiple_crops_back_and_fixed_size_guard():
     assert fixed(torch.rand(1, 1, 4, 4, 4)).shape == (1, 1, 4, 4, 4)
     with pytest.raises(ValueError, match="exceeds"):
         fixed(torch.rand(1, 1, 9, 4, 4))
+
+
+def test_residual_fusion_starts_at_the_mean_features_and_old_configs_stay_plain():
+    torch.manual_seed(0)
+    net = create_rmr_net("tiny", 2, seg_head="unet", patch_size=(8, 16, 16)).eval()
+    assert net.config.fusion_residual and not RMR_PRESETS["paper"].get("fusion_residual")
+    x = torch.rand(1, 2, 8, 16, 16)
+    with torch.no_grad():
+        feats = net.encode(x)
+        torch.testing.assert_close(net.fusion(feats), (feats[0] + feats[1]) / 2)
+        torch.testing.assert_close(net(x).fused, net.decoder((feats[0] + feats[1]) / 2))
+    # a config written before the option existed (no key) rebuilds the plain fusion module
+    old = dataclasses.asdict(net.config)
+    del old["fusion_residual"]
+    plain = RMRNet.from_config(old)
+    assert not plain.config.fusion_residual
+    plain.load_state_dict(net.state_dict())  # same parameters, no residual path
+    with torch.no_grad():
+        assert not torch.allclose(plain.fusion(feats), net.fusion(feats))

@@ -150,3 +150,38 @@ def test_config_yaml_overrides_and_errors(tmp_path, store):
         )
     with pytest.raises(InputError, match="no checkpoint"):
         train_rmr_on_store(store, tmp_path / "r2", TINY, resume=True, log=None)
+
+
+def test_stage1_from_skips_stage1_and_starts_stage2_from_that_autoencoder(store, tmp_path):
+    first = tmp_path / "first"
+    train_rmr_on_store(
+        store, first, {**TINY, "stage1_steps": 3, "stage2_steps": 0}, "cpu", log=None
+    )
+    source = torch.load(first / STAGE1_NAME, weights_only=True)
+    lines: list[str] = []
+    cfg = {**TINY, "stage1_steps": 500, "stage2_steps": 2, "stage1_from": str(first / STAGE1_NAME)}
+    model_path = train_rmr_on_store(store, tmp_path / "second", cfg, "cpu", log=lines.append)
+    assert any("stage 1 skipped" in line for line in lines)
+    rows = (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and all('"stage": 2' in r for r in rows)  # no stage-1 step ran
+    copied = torch.load(tmp_path / "second" / STAGE1_NAME, weights_only=True)
+    model = torch.load(model_path, weights_only=True)["fusion"]["state_dict"]
+    for k, v in source["state_dict"].items():
+        assert torch.equal(copied["state_dict"][k], v) and torch.equal(model[k], v), k
+
+
+def test_stage1_from_errors_name_the_file(store, tmp_path):
+    first = tmp_path / "first"
+    train_rmr_on_store(
+        store, first, {**TINY, "stage1_steps": 1, "stage2_steps": 0}, "cpu", log=None
+    )
+    missing = tmp_path / "none.pt"
+    with pytest.raises(InputError, match="none.pt.*not found"):
+        train_rmr_on_store(store, tmp_path / "a", {**TINY, "stage1_from": str(missing)}, log=None)
+    with pytest.raises(InputError, match="not an RMR-Fusion stage1.pt"):
+        cfg = {**TINY, "stage1_from": str(first / CHECKPOINT_NAME)}
+        train_rmr_on_store(store, tmp_path / "b", cfg, "cpu", log=None)
+    with pytest.raises(InputError, match="do not match"):  # another encoder width
+        cfg = {**TINY, "preset": "base", "stage1_from": str(first / STAGE1_NAME)}
+        train_rmr_on_store(store, tmp_path / "c", cfg, "cpu", log=None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

@@ -9,7 +9,9 @@ Data flow for ``M`` modalities, volumes ``(B, 1, D, H, W)`` in [0, 1]:
 * :class:`SharedDecoder` (one for all modalities): pure 3D convs, ``(B, F, *S) -> (B, 1, *S)``,
   sigmoid output.
 * :class:`DenseFusion`: concat of the ``M`` feature maps -> 3D conv -> densely connected 3D
-  conv layers -> 1x1x1 conv -> fused features ``(B, F, *S)``.
+  conv layers -> 1x1x1 conv -> fused features ``(B, F, *S)``; with ``fusion_residual`` (the
+  ``tiny`` / ``base`` presets) the mean of the ``M`` feature maps is added and the 1x1x1 conv
+  starts at zero, so stage 2 starts from the decoder's image of the mean features.
 * Visual head = the (frozen) shared decoder on the fused features -> fused volume ``(B, 1, *S)``.
 * Semantic head (:func:`create_semantic_head`): MONAI SwinUNETR by default, or UNet, SegResNet,
   UNETR, DynUNet, on the fused features -> logits ``(B, K, *S)``. Inputs are padded to the
@@ -74,6 +76,11 @@ class RMRConfig:
     #: growth rate and number of the dense fusion layers
     fusion_growth: int = 16
     fusion_layers: int = 3
+    #: add the mean of the modality features to the fusion output, last conv zero-initialised.
+    #: Without it a random fusion module can start where the frozen sigmoid decoder outputs 0
+    #: and never leave (the fused volume of CV fold 1 in docs/benchmarks.md Run R2 stayed
+    #: empty, L_VF 0.47 at stage-2 step 1 vs 0.09 with it, same stage 1). Not in the paper.
+    fusion_residual: bool = False
     #: semantic head: one of SEMANTIC_HEADS
     seg_head: str = "swinunetr"
     #: feature size of the semantic head (SwinUNETR: divisible by 12)
@@ -117,6 +124,7 @@ RMR_PRESETS: dict[str, dict[str, Any]] = {
         decoder_channels=16,
         fusion_growth=8,
         fusion_layers=2,
+        fusion_residual=True,
         seg_feature_size=12,
         seg_depths=(1, 1, 1, 1),
         seg_norm="batch",
@@ -131,6 +139,7 @@ RMR_PRESETS: dict[str, dict[str, Any]] = {
         decoder_channels=32,
         fusion_growth=16,
         fusion_layers=3,
+        fusion_residual=True,
         seg_feature_size=24,
         seg_depths=(2, 2, 2, 2),
         patch_size=(32, 64, 64),
@@ -220,23 +229,31 @@ class SharedDecoder(nn.Module):
 
 
 class DenseFusion(nn.Module):
-    """Concat(M feature maps) -> Conv3d -> dense Conv3d layers -> 1x1x1 Conv -> (B, F, *S)."""
+    """Concat(M feature maps) -> Conv3d -> dense Conv3d layers -> 1x1x1 Conv -> (B, F, *S);
+    plus the mean of the M maps when ``cfg.fusion_residual`` (the 1x1x1 conv then starts at 0)."""
 
     def __init__(self, cfg: RMRConfig) -> None:
         super().__init__()
         g = cfg.fusion_growth
+        self.residual = bool(cfg.fusion_residual)
         self.stem = nn.Sequential(_conv(cfg.num_modalities * cfg.feature_channels, g), _act())
         self.layers = nn.ModuleList(
             nn.Sequential(_conv(g * (i + 1), g), _act()) for i in range(cfg.fusion_layers)
         )
         self.project = nn.Conv3d(g * (cfg.fusion_layers + 1), cfg.feature_channels, 1)
+        if self.residual:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """``feats``: M tensors (B, F, D, H, W) -> fused features (B, F, D, H, W)."""
         h = [self.stem(torch.cat(feats, dim=1))]  # (B, g, *S)
         for layer in self.layers:
             h.append(layer(torch.cat(h, dim=1)))  # dense connection
-        return self.project(torch.cat(h, dim=1))  # (B, F, *S)
+        out = self.project(torch.cat(h, dim=1))  # (B, F, *S)
+        if self.residual:
+            out = out + torch.stack(feats).mean(dim=0)
+        return out
 
 
 class PadToMultiple(nn.Module):

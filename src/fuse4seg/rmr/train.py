@@ -125,6 +125,9 @@ class RMRTrainConfig:
     #: training split of the store
     split: str = "train"
     seed: int = 0
+    #: ``stage1.pt`` of an earlier run with the same encoders and decoder: stage 1 is skipped
+    #: and stage 2 starts from that autoencoder (e.g. a new fusion module or head on it)
+    stage1_from: str | None = None
     #: log a line every N steps; save a checkpoint every N steps (and at each stage end)
     log_every: int = 10
     checkpoint_every: int = 200
@@ -414,6 +417,14 @@ def train_rmr_on_store(
         say(f"resumed from {ckpt_path} at stage {stage}, step {step}")
         at = (stage, step)  # the resumed run logs the later steps again
         folder.truncate_metrics(lambda r: (int(r.get("stage", 0)), int(r.get("step", 0))) <= at)
+    if cfg.stage1_from is not None and not resume:
+        stage1 = _read_stage1(Path(cfg.stage1_from), net)
+        folder.create()
+        save_torch_atomic(stage1, run_dir / STAGE1_NAME)
+        stage, step = 2, 0
+        net.freeze_stage1()
+        optimizer = _make_optimizer(net, 2, cfg.lr)
+        say(f"stage 1 skipped: encoders and decoder from {cfg.stage1_from}")
     folder.create().write_config(cfg.to_dict())
     folder.write_run_info("rmr3d", dev, resume, **(run_info or {}))
 
@@ -481,6 +492,30 @@ def train_rmr_on_store(
     save_torch_atomic(model, out)
     say(f"wrote {out}")
     return out
+
+
+def _read_stage1(path: Path, net: RMRNet) -> dict[str, Any]:
+    """Load a ``stage1.pt`` into ``net``'s encoders and decoder; returns the file's dict.
+
+    Raises:
+        InputError: missing, unreadable or not a stage-1 file, or an autoencoder of other sizes.
+    """
+    if not path.is_file():
+        raise InputError(path, "stage1_from: file not found")
+    try:
+        stage1 = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise InputError(path, f"cannot read ({type(exc).__name__})") from None
+    if not isinstance(stage1, dict) or stage1.get("format") != "rmr3d-stage1":
+        raise InputError(path, "not an RMR-Fusion stage1.pt")
+    own = {k: v for k, v in net.state_dict().items() if k.startswith(("encoders.", "decoder."))}
+    theirs = stage1.get("state_dict") or {}
+    if set(theirs) != set(own) or any(theirs[k].shape != v.shape for k, v in own.items()):
+        raise InputError(
+            path, "its encoders / decoder do not match this preset and modalities (other sizes)"
+        )
+    net.load_state_dict(theirs, strict=False)
+    return stage1
 
 
 def _normalisation_of(store: Any) -> dict[str, Any]:
