@@ -12,7 +12,7 @@ from fuse4seg.errors import InputError, ModelFileError
 from fuse4seg.io.atomic import save_torch_atomic
 from fuse4seg.rmr.__main__ import main as rmr_main
 from fuse4seg.rmr.networks import create_rmr_net
-from fuse4seg.rmr.predict import load_rmr_model, predict_volume
+from fuse4seg.rmr.predict import load_rmr_model, predict_volume, windows_per_pass
 from fuse4seg.rmr.train import RMRTrainConfig, build_model_dict
 
 
@@ -35,6 +35,17 @@ def test_sliding_window_returns_input_shape(model_file, shape):
     assert fused.dtype == np.float32 and labels.dtype == np.uint8
     assert fused.min() >= 0 and fused.max() <= 1
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_windows_per_pass_batches_small_windows_only_and_does_not_change_the_result(model_file):
+    assert windows_per_pass((16, 32, 32)) == 8 and windows_per_pass((8, 16, 16)) == 64
+    assert windows_per_pass((32, 64, 64)) == 1 and windows_per_pass((32, 128, 128)) == 1
+    model = load_rmr_model(model_file, "cpu")
+    images = np.random.default_rng(2).random((2, 20, 40, 36), dtype=np.float32)
+    f1, l1 = predict_volume(model.net, images, sw_batch_size=1)
+    fd, ld = predict_volume(model.net, images)  # default: 64 windows per pass
+    np.testing.assert_allclose(fd, f1, atol=1e-5)
+    assert (ld == l1).mean() > 0.999  # argmax ties at float rounding only
 
 
 def test_sliding_window_matches_single_window_forward(model_file):

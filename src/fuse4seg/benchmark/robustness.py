@@ -95,8 +95,8 @@ class RMRAdapter:
     docs/benchmarks.md Run R3, case Brats18_TCIA02_135_1): mean Dice 0.522 with 16x32x32
     windows, 0.062 with 32x128x128 ones (folds 0 and 1 moved by < 0.01). A window other than
     the patch logs a warning.
-    ``sw_batch_size``: windows per forward pass (8: the 16x32x32 patch windows of a
-    137x120x120 volume in 38 s on 2 CPU threads).
+    ``sw_batch_size``: windows per forward pass (default
+    :func:`fuse4seg.rmr.predict.windows_per_pass`).
     """
 
     def __init__(
@@ -104,7 +104,7 @@ class RMRAdapter:
         model: Any,
         overlap: float = 0.25,
         window: Sequence[int] | None = None,
-        sw_batch_size: int = 8,
+        sw_batch_size: int | None = None,
     ) -> None:
         self.model = model
         self.modalities = list(model.modalities)
@@ -121,7 +121,7 @@ class RMRAdapter:
                 "x".join(map(str, self.window)),
                 "x".join(map(str, patch)),
             )
-        self.sw_batch_size = int(sw_batch_size)
+        self.sw_batch_size = sw_batch_size
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "auto") -> RMRAdapter:

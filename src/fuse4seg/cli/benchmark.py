@@ -452,7 +452,7 @@ def _robustness_adapter(path: Path, device, window=None):
     model = load_model_file(path, device)  # ModelFileError names the file
     method = getattr(model, "method", None)
     if getattr(model, "spatial_dims", 2) == 3:
-        return RMRAdapter(model, window=window, sw_batch_size=2 if window else 8), method
+        return RMRAdapter(model, window=window), method
     predictor = Predictor(model, device=device)
     predictor.scale = 1.0  # store slices are already at the training resolution
     return SliceAdapter(predictor, modalities=predictor.model.modalities), method
