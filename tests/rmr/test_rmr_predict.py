@@ -142,3 +142,38 @@ def test_module_cli_reports_user_errors(tmp_path, capsys):
         rmr_main(["predict", "--model", "m.pt", "--inputs", "a.nii.gz", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):  # and robustness `fuse4seg benchmark robustness`
         rmr_main(["robustness", "--model", "m.pt", "--out", str(tmp_path), "--phantom", "1"])
+
+
+def test_all_zero_windows_share_one_pass_and_give_the_full_result(model_file, monkeypatch):
+    model = load_rmr_model(model_file, "cpu")
+    images = np.zeros((2, 24, 48, 48), dtype=np.float32)
+    images[:, 6:14, 10:30, 12:28] = np.random.default_rng(3).random((2, 8, 20, 16))
+    calls: list[int] = []
+    forward = type(model.net).forward
+
+    def counting(self, x):
+        calls.append(int(x.shape[0]))
+        return forward(self, x)
+
+    monkeypatch.setattr(type(model.net), "forward", counting)
+    fused, labels = predict_volume(model.net, images, sw_batch_size=1)
+    monkeypatch.setattr(type(model.net), "forward", forward)
+    from monai.data.utils import dense_patch_slices
+
+    windows = dense_patch_slices((24, 48, 48), (8, 16, 16), (6, 12, 12))
+    filled = sum(1 for w in windows if images[(slice(None), *w)].any())
+    assert len(windows) == 64 and 0 < filled < 64
+    assert calls == [1] * (filled + 1)  # one pass per filled window, one for all blank ones
+    # reference: every window through the network (no sharing)
+    from monai.inferers import sliding_window_inference
+
+    def run(w):
+        out = model.net(w)
+        return torch.cat([out.fused, out.logits], dim=1)
+
+    with torch.no_grad():
+        ref = sliding_window_inference(
+            torch.from_numpy(images)[None], (8, 16, 16), 1, run, overlap=0.25, mode="gaussian"
+        )
+    np.testing.assert_allclose(fused, ref[0, 0].clamp(0, 1).numpy(), atol=1e-6)
+    assert np.array_equal(labels, ref[0, 1:].argmax(0).numpy())
