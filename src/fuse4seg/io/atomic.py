@@ -24,12 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fuse4seg.errors import OutputError
+from fuse4seg.errors import InputError, ModelFileError, OutputError
 
 __all__ = [
     "TMP_PREFIX",
     "atomic_path",
     "current_umask",
+    "load_tagged_torch",
     "remove_stale_temporaries",
     "save_json_atomic",
     "save_torch_atomic",
@@ -142,6 +143,36 @@ def save_json_atomic(obj: Any, path: str | Path, indent: int = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
+
+
+def load_tagged_torch(
+    path: str | Path,
+    tag: str,
+    *,
+    missing: str,
+    unreadable: str,
+    foreign: str,
+    error: type[InputError] = ModelFileError,
+    map_location: Any = "cpu",
+) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a dict whose ``"format"`` is ``tag``.
+
+    Raises:
+        error: ``"<path>: <missing>"`` (no file), ``"<path>: <unreadable> (<exception>)"``
+            (truncated or foreign pickle), ``"<path>: <foreign>"`` (another format).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(path, missing)
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        raise error(path, f"{unreadable} ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != tag:
+        raise error(path, foreign)
+    return data
 
 
 def save_torch_atomic(obj: Any, path: str | Path) -> None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from fuse4seg.errors import ModelFileError
 from fuse4seg.fusion_rules import FUSION_RULES, apply_fusion_rule
-from fuse4seg.io.atomic import save_torch_atomic
+from fuse4seg.io.atomic import load_tagged_torch, save_torch_atomic
 from fuse4seg.plugins import load_plugins
 
 from .fusion_net import FusionNet
@@ -373,14 +373,13 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> nn.
             NaN/Inf weights or normalisation values (message names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "model file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(path, f"not a readable model file ({type(exc).__name__})") from exc
-    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise ModelFileError(path, "not a fuse4seg model file")
+    data = load_tagged_torch(
+        path,
+        MODEL_FORMAT,
+        missing="model file not found",
+        unreadable="not a readable model file",
+        foreign="not a fuse4seg model file",
+    )
     version = data.get("format_version")
     if version != MODEL_FORMAT_VERSION:
         raise ModelFileError(path, f"model format version {version} is not supported (expected 1)")

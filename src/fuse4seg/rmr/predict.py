@@ -22,7 +22,8 @@ from torch import nn
 
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import ModelFileError
-from fuse4seg.models.model_file import register_model_loader
+from fuse4seg.io.atomic import load_tagged_torch
+from fuse4seg.models.model_file import MODEL_FORMAT, register_model_loader
 from fuse4seg.rmr.networks import RMRNet
 
 __all__ = ["RMRModel", "load_rmr_model", "predict_volume", "sliding_window", "windows_per_pass"]
@@ -129,14 +130,13 @@ def load_rmr_model(path: str | Path, device: str | torch.device = "cpu") -> RMRM
         ModelFileError: missing/unreadable file, not a fuse4seg model, or another method.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "model file not found")
-    try:
-        md = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise ModelFileError(path, f"cannot read model file ({type(exc).__name__})") from None
-    if not isinstance(md, dict) or md.get("format") != "fuse4seg-model":
-        raise ModelFileError(path, "not a fuse4seg model file")
+    md = load_tagged_torch(
+        path,
+        MODEL_FORMAT,
+        missing="model file not found",
+        unreadable="cannot read model file",
+        foreign="not a fuse4seg model file",
+    )
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     return rmr_model_from_dict(md, path).to(dev).eval()
 

@@ -52,7 +52,7 @@ from fuse4seg.data.volume_store import NORMALISATION, PatchSampler, VolumeStore
 from fuse4seg.degradations import PRESETS, Degradation
 from fuse4seg.device import resolve_device
 from fuse4seg.errors import ConfigError, InputError
-from fuse4seg.io.atomic import save_torch_atomic
+from fuse4seg.io.atomic import load_tagged_torch, save_torch_atomic
 from fuse4seg.losses import gradient_magnitude, soft_dice_loss, ssim, total_variation
 from fuse4seg.losses.gradients import GRAD_CONVENTIONS, TV_CONVENTIONS
 from fuse4seg.rmr.networks import RMR_PRESETS, RMRNet, config_dict, create_rmr_net
@@ -73,6 +73,8 @@ __all__ = [
 
 CHECKPOINT_NAME = RunFolder.LAST
 STAGE1_NAME = "stage1.pt"
+#: format tag of stage1.pt
+STAGE1_FORMAT = "rmr3d-stage1"
 MODEL_NAME = RunFolder.MODEL
 #: checkpoint of the run folders written before the common layout (not resumable)
 LEGACY_CHECKPOINT_NAME = "checkpoint.pt"
@@ -472,7 +474,7 @@ def train_rmr_on_store(
         if stage == 1:  # the trained autoencoder, reusable with other heads
             save_torch_atomic(
                 {
-                    "format": "rmr3d-stage1",
+                    "format": STAGE1_FORMAT,
                     "net_config": config_dict(net),
                     "state_dict": {
                         k: v.detach().cpu().clone()
@@ -500,14 +502,14 @@ def _read_stage1(path: Path, net: RMRNet) -> dict[str, Any]:
     Raises:
         InputError: missing, unreadable or not a stage-1 file, or an autoencoder of other sizes.
     """
-    if not path.is_file():
-        raise InputError(path, "stage1_from: file not found")
-    try:
-        stage1 = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise InputError(path, f"cannot read ({type(exc).__name__})") from None
-    if not isinstance(stage1, dict) or stage1.get("format") != "rmr3d-stage1":
-        raise InputError(path, "not an RMR-Fusion stage1.pt")
+    stage1 = load_tagged_torch(
+        path,
+        STAGE1_FORMAT,
+        missing="stage1_from: file not found",
+        unreadable="cannot read",
+        foreign="not an RMR-Fusion stage1.pt",
+        error=InputError,
+    )
     own = {k: v for k, v in net.state_dict().items() if k.startswith(("encoders.", "decoder."))}
     theirs = stage1.get("state_dict") or {}
     if set(theirs) != set(own) or any(theirs[k].shape != v.shape for k, v in own.items()):

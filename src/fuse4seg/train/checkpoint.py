@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fuse4seg.errors import ModelFileError
-from fuse4seg.io.atomic import save_torch_atomic
+from fuse4seg.io.atomic import load_tagged_torch, save_torch_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -82,13 +81,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         ModelFileError: missing, truncated or not a fuse4seg checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise ModelFileError(path, f"not a readable checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(path, "not a fuse4seg training checkpoint")
-    return state
+    return load_tagged_torch(
+        path,
+        CHECKPOINT_FORMAT,
+        missing="checkpoint not found",
+        unreadable="not a readable checkpoint",
+        foreign="not a fuse4seg training checkpoint",
+        map_location=map_location,
+    )
