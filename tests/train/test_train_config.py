@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fuse4seg.errors import ConfigError
@@ -75,3 +77,27 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     loaded = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert TrainConfig(**loaded) == cfg
+
+
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _follower_steps(cfg: TrainConfig) -> int:
+    return cfg.steps_per_epoch * (cfg.warmup_epochs + cfg.inner_steps * cfg.rollout_epochs)
+
+
+def test_shipped_2d_configs_build_the_documented_runs():
+    """The YAML files the benchmark docs name give the schedules and leaders they describe."""
+    from fuse4seg.models import FusionNet
+
+    base = make_config("tiny", _CONFIGS / "brats_cpu_schedule.yaml")
+    assert (base.warmup_epochs, base.rollout_epochs, base.steps_per_epoch) == (10, 30, 25)
+    assert _follower_steps(base) == 2500
+
+    long = make_config("tiny", _CONFIGS / "brats_cpu_schedule_x3.yaml")
+    assert _follower_steps(long) == 7500
+
+    free = make_config("tiny", _CONFIGS / "free_leader.yaml")
+    assert (free.alpha, free.beta, free.gamma, free.info) == (0.0, 0.0, 0.0, 0.0)
+    leader = FusionNet(2, free.fusion_preset, **free.fusion_overrides)
+    assert leader.config.output_mode == "image" and leader.transfer is None
